@@ -1,0 +1,162 @@
+# Shared state and input functions. Keep this cheap: every SLURM job re-parses it (no torch).
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
+from mgrpo.config import checkpoint_steps, fingerprint, resolve_run, run_identity, validate_config
+from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
+
+# Jobs run the package from this checkout, whichever environment they run in.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(Path(workflow.basedir).parent / "src"), os.environ.get("PYTHONPATH", "")]
+)
+
+CONFIG = validate_config(config)
+RUNS = {name: resolve_run(CONFIG, name) for name in CONFIG["runs"]}
+BENCHMARKS = CONFIG["benchmarks"]
+TOY_SPLITS = list(CONFIG["data"]["toy"]["splits"])
+# Base models by file-system-safe key ("toy" or e.g. "Qwen--Qwen3-4B-Base").
+MODEL_KEYS = {s["model"].replace("/", "--"): s["model"] for s in RUNS.values()}
+
+
+wildcard_constraints:
+    run="|".join(RUNS),
+    bench="|".join(BENCHMARKS),
+    split="|".join(TOY_SPLITS),
+    model="|".join(MODEL_KEYS),
+    step=r"[1-9][0-9]*",
+
+
+def model_key(run):
+    return RUNS[run]["model"].replace("/", "--")
+
+
+def base_model_path(key):
+    """The toy model is built by this workflow; anything else is a directory or hub id."""
+    model = MODEL_KEYS[key]
+    return "results/models/toy" if model == "toy" else model
+
+
+def base_model_input(key):
+    # ancient(): rebuilding the toy model must not silently retrain every run; delete the
+    # run's checkpoints to retrain on a new base model.
+    return [ancient(base_model_path(key))] if MODEL_KEYS[key] == "toy" else []
+
+
+def train_data_path():
+    if CONFIG["data"]["source"] == "toy":
+        return "results/data/train.parquet"
+    return CONFIG["data"]["train_path"]
+
+
+def chunk_start(wildcards):
+    return int(wildcards.step) - RUNS[wildcards.run]["chunk_steps"]
+
+
+def init_path(wildcards):
+    start = chunk_start(wildcards)
+    if start == 0:
+        return base_model_path(model_key(wildcards.run))
+    return f"results/runs/{wildcards.run}/checkpoints/step{start}"
+
+
+def train_chunk_inputs(wildcards):
+    """Chunk k reads chunk k-1's checkpoint (policy + momentum + trainer state)."""
+    inputs = {"data": ancient(train_data_path())}
+    key = model_key(wildcards.run)
+    inputs["base"] = base_model_input(key)
+    if chunk_start(wildcards) > 0:
+        inputs["init"] = ancient(init_path(wildcards))
+    return inputs
+
+
+def train_settings(wildcards):
+    """Run settings minus the run length: raising `steps` appends chunks, retrains nothing."""
+    return json.dumps(run_identity(RUNS[wildcards.run]), sort_keys=True)
+
+
+def run_fingerprint(wildcards):
+    return fingerprint(run_identity(RUNS[wildcards.run]))
+
+
+def problems_path(bench):
+    spec = BENCHMARKS[bench]
+    if spec["source"] == "toy":
+        return f"results/data/{spec['split']}.parquet"
+    return spec["path"]
+
+
+def eval_spec(wildcards):
+    return json.dumps({**BENCHMARKS[wildcards.bench], **CONFIG["evaluation"]}, sort_keys=True)
+
+
+def eval_inputs(wildcards):
+    return {
+        "checkpoint": ancient(f"results/runs/{wildcards.run}/checkpoints/step{wildcards.step}"),
+        "problems": ancient(problems_path(wildcards.bench)),
+    }
+
+
+def base_eval_inputs(wildcards):
+    return {
+        "model": base_model_input(wildcards.model),
+        "problems": ancient(problems_path(wildcards.bench)),
+    }
+
+
+def step0_eval_inputs(wildcards):
+    key = model_key(wildcards.run)
+    return {
+        "summary": f"results/eval/base/{key}/{wildcards.bench}.json",
+        "records": f"results/eval/base/{key}/{wildcards.bench}.samples.parquet",
+    }
+
+
+def eval_files():
+    """Every evaluation the config asks for: step 0 and each chunk end, on every benchmark."""
+    return [
+        f"results/eval/{run}/step{step}/{bench}.json"
+        for run, settings in RUNS.items()
+        for step in [0, *checkpoint_steps(settings)]
+        for bench in BENCHMARKS
+    ]
+
+
+def metrics_files():
+    return [
+        f"results/runs/{run}/metrics/to_step{step}.jsonl"
+        for run, settings in RUNS.items()
+        for step in checkpoint_steps(settings)
+    ]
+
+
+def report_config():
+    return json.dumps(
+        {"runs": RUNS, "benchmarks": list(BENCHMARKS), "report": CONFIG["report"]},
+        sort_keys=True,
+    )
+
+
+def report_table_files():
+    return [
+        f"results/tables/{name}.{ext}"
+        for name in table_names(CONFIG["report"])
+        for ext in TABLE_FORMATS
+    ]
+
+
+def report_figure_files():
+    return [f"results/figures/{name}.png" for name in FIGURES]
+
+
+def all_outputs():
+    # Listing every eval file (not just the tables) makes Snakemake rebuild exactly the
+    # evaluations that are missing.
+    return (
+        eval_files()
+        + ["results/tables/collapse.csv"]
+        + report_table_files()
+        + report_figure_files()
+    )

@@ -1,0 +1,53 @@
+# Tables and figures, from results/ only.
+
+
+rule collapse:
+    input:
+        evals=eval_files(),
+    output:
+        "results/tables/collapse.csv",
+    params:
+        config=report_config(),
+    log:
+        "results/logs/report/collapse.log",
+    conda:
+        "../envs/core.yaml"
+    shell:
+        "python -m mgrpo report collapse --config {params.config:q}"
+        " --evals {input.evals} --out {output} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        evals=eval_files(),
+        collapse="results/tables/collapse.csv",
+    output:
+        report_table_files(),
+    params:
+        config=report_config(),
+    log:
+        "results/logs/report/tables.log",
+    conda:
+        "../envs/core.yaml"
+    shell:
+        "python -m mgrpo report tables --config {params.config:q} --evals {input.evals}"
+        " --collapse {input.collapse} --out-dir results/tables > {log} 2>&1"
+
+
+rule figures:
+    input:
+        evals=eval_files(),
+        metrics=metrics_files(),
+        collapse="results/tables/collapse.csv",
+    output:
+        report_figure_files(),
+    params:
+        config=report_config(),
+    log:
+        "results/logs/report/figures.log",
+    conda:
+        "../envs/core.yaml"
+    shell:
+        "python -m mgrpo report figures --config {params.config:q} --evals {input.evals}"
+        " --metrics {input.metrics} --collapse {input.collapse} --out-dir results/figures"
+        " > {log} 2>&1"

@@ -1,0 +1,3 @@
+from mgrpo.cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""Algorithm 1, lines 9-14, for one prompt: filter, vote, reward, advantage.
+
+This is the single place where the pieces are composed; both engines call it per prompt and
+record its output verbatim, so the audit records are exactly what the loss used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .advantages import grpo_advantages
+from .answers import Equivalence, merge_equivalent
+from .filtering import iqr_keep_mask
+from .methods import Method
+from .rewards import agreement_rewards, ground_truth_rewards, self_certainty_rewards
+from .voting import majority_vote
+
+
+@dataclass(frozen=True)
+class GroupScore:
+    """Per-rollout outcome for one prompt's pool of G rollouts (pool order)."""
+
+    answers: list[str | None]  # after merging equivalent answers
+    kept: list[bool]  # survived the IQR filter (all True without it)
+    trained: list[bool]  # kept policy rollouts: the only ones with a gradient
+    rewards: list[float | None]  # None where not trained
+    advantages: list[float | None]  # None where not trained
+    label: str | None  # majority vote of the kept pool
+    votes: int
+    valid: int
+    truth: str | None  # hidden ground truth, merged into the same answer classes
+
+    @property
+    def majority_ratio(self) -> float:
+        return self.votes / self.valid if self.valid else 0.0
+
+    @property
+    def label_correct(self) -> bool | None:
+        """Whether the pseudo-label equals the hidden ground truth (None if either is missing)."""
+        if self.label is None or self.truth is None:
+            return None
+        return self.label == self.truth
+
+
+def score_group(
+    answers: Sequence[str | None],
+    is_momentum: Sequence[bool],
+    entropies: Sequence[float],
+    method: Method,
+    *,
+    self_certainties: Sequence[float] | None = None,
+    truth: str | None = None,
+    equal: Equivalence | None = None,
+) -> GroupScore:
+    """Score one prompt's pool: IQR filter over all G, vote over the kept, reward and normalise
+    over the kept policy rollouts only.
+
+    ``answers`` are normalised answers (None = no answer) in pool order; ``truth`` is the hidden
+    ground truth, used by the oracle reward and for label-accuracy metrics only.
+    """
+    n = len(answers)
+    if not (len(is_momentum) == len(entropies) == n):
+        raise ValueError(
+            f"pool fields disagree in length: answers {n}, is_momentum {len(is_momentum)}, "
+            f"entropies {len(entropies)}"
+        )
+    merged = merge_equivalent([*answers, truth], equal)
+    pool, truth = merged[:n], merged[n]
+
+    kept = iqr_keep_mask(entropies, method.iqr_k) if method.iqr_k is not None else [True] * n
+    vote = majority_vote([a for a, k in zip(pool, kept, strict=True) if k])
+    trained = [k and not m for k, m in zip(kept, is_momentum, strict=True)]
+    idx = [i for i in range(n) if trained[i]]
+
+    if method.reward == "majority":
+        group_rewards = agreement_rewards([pool[i] for i in idx], vote.label)
+    elif method.reward == "ground_truth":
+        group_rewards = ground_truth_rewards([pool[i] for i in idx], truth)
+    elif method.reward == "self_certainty":
+        if self_certainties is None:
+            raise ValueError("self-certainty reward needs per-rollout self-certainties")
+        group_rewards = self_certainty_rewards([self_certainties[i] for i in idx])
+    else:  # pragma: no cover - Method validates the reward kind
+        raise ValueError(f"unknown reward kind {method.reward!r}")
+    group_advantages = grpo_advantages(group_rewards)
+
+    rewards: list[float | None] = [None] * n
+    advantages: list[float | None] = [None] * n
+    for i, r, a in zip(idx, group_rewards, group_advantages, strict=True):
+        rewards[i], advantages[i] = r, a
+    return GroupScore(
+        answers=pool,
+        kept=kept,
+        trained=trained,
+        rewards=rewards,
+        advantages=advantages,
+        label=vote.label,
+        votes=vote.votes,
+        valid=vote.valid,
+        truth=truth,
+    )

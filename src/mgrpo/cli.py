@@ -1,0 +1,180 @@
+"""``mgrpo`` command line: one subcommand per workflow rule (the rules stay one line long).
+
+Settings arrive as JSON resolved by the workflow (``--settings``), paths as explicit arguments,
+so every command is reproducible from its log line alone. Heavy imports happen inside the
+subcommands: ``mgrpo --help`` and config validation stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("mgrpo")
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+
+
+def _split_path(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected SPLIT=PATH, got {text!r}")
+    return name, path
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from mgrpo.config import checkpoint_steps, load_config, resolve_run
+
+    config = load_config(args.config)
+    for name in config["runs"]:
+        settings = resolve_run(config, name)
+        steps = checkpoint_steps(settings)
+        print(f"{name}: method={settings['method']} engine={settings['engine']} checkpoints={steps}")
+    print(f"benchmarks: {', '.join(config['benchmarks'])}")
+
+
+def cmd_toy_data(args: argparse.Namespace) -> None:
+    from mgrpo.toy.build import write_toy_splits
+
+    write_toy_splits(args.spec, dict(args.out))
+
+
+def cmd_toy_model(args: argparse.Namespace) -> None:
+    from mgrpo.toy.build import build_toy_model
+
+    info = build_toy_model(args.spec, args.sft, args.out)
+    log.info("toy model: %s", json.dumps(info))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    settings = {**args.settings, "model_path": args.base_model, "train_data": args.train_data}
+    if settings["engine"] != "local":
+        raise SystemExit(
+            f"engine {settings['engine']!r} is not available in this release: only 'local' is "
+            "implemented (see docs/architecture.md for the verl engine's design)"
+        )
+    from mgrpo.engines.local.trainer import ChunkPaths, train_chunk
+
+    paths = ChunkPaths(
+        init=Path(args.init),
+        checkpoint=Path(args.checkpoint),
+        metrics=Path(args.metrics),
+        rollouts=Path(args.rollouts),
+        resume=Path(args.resume_dir),
+    )
+    train_chunk(settings, args.start, args.end, paths)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from mgrpo.evaluation.local import evaluate_model
+    from mgrpo.io import write_json, write_parquet
+
+    summary, records = evaluate_model(args.model, args.problems, args.spec)
+    result = {
+        "run": args.run,
+        "step": args.step,
+        "benchmark": args.benchmark,
+        "model": str(args.model),
+        "problems_file": str(args.problems),
+        "settings_fingerprint": args.fingerprint,
+        **summary,
+    }
+    write_parquet(args.records, pd.DataFrame.from_records(records))
+    write_json(args.out, result)  # last: its existence means the evaluation is complete
+    log.info("%s step %s %s: accuracy %.4f", args.run, args.step, args.benchmark, result["accuracy"])
+
+
+def cmd_copy_eval(args: argparse.Namespace) -> None:
+    """Re-label the base model's evaluation as step 0 of a run (no recomputation)."""
+    import shutil
+
+    from mgrpo.io import atomic_path, write_json
+
+    result = json.loads(Path(args.src).read_text())
+    with atomic_path(args.records) as tmp:
+        shutil.copyfile(args.src_records, tmp)
+    write_json(args.out, {**result, "run": args.run, "step": 0})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mgrpo", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="validate a config file and list its runs")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("toy-data", help="generate the toy problem splits")
+    p.add_argument("--spec", type=_json, required=True, help="data.toy section (JSON)")
+    p.add_argument("--out", type=_split_path, action="append", required=True, metavar="SPLIT=PATH")
+    p.set_defaults(func=cmd_toy_data)
+
+    p = sub.add_parser("toy-model", help="build and warm-start the toy base model")
+    p.add_argument("--spec", type=_json, required=True, help="toy_model section (JSON)")
+    p.add_argument("--sft", required=True, help="warm-start problems (parquet with solutions)")
+    p.add_argument("--out", required=True, help="output Hugging Face directory")
+    p.set_defaults(func=cmd_toy_model)
+
+    p = sub.add_parser("train", help="train one chunk of a run: steps start+1..end")
+    p.add_argument("--settings", type=_json, required=True, help="resolved run settings (JSON)")
+    p.add_argument("--base-model", required=True, help="base model (reference policy)")
+    p.add_argument("--train-data", required=True, help="RL prompts parquet")
+    p.add_argument("--start", type=int, required=True)
+    p.add_argument("--end", type=int, required=True)
+    p.add_argument("--init", required=True, help="checkpoint at --start (or the base model at 0)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory to write at --end")
+    p.add_argument("--metrics", required=True, help="per-step metrics (JSON lines) to write")
+    p.add_argument("--rollouts", required=True, help="per-rollout audit records (parquet)")
+    p.add_argument("--resume-dir", required=True, help="intra-chunk resume state")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate one model on one benchmark")
+    p.add_argument("--spec", type=_json, required=True, help="benchmark + evaluation settings")
+    p.add_argument("--model", required=True)
+    p.add_argument("--problems", required=True)
+    p.add_argument("--out", required=True, help="summary JSON")
+    p.add_argument("--records", required=True, help="per-sample parquet")
+    p.add_argument("--run", required=True)
+    p.add_argument("--step", type=int, required=True)
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--fingerprint", default=None, help="settings fingerprint of the run")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("copy-eval", help="reuse the base model's evaluation as a run's step 0")
+    p.add_argument("--src", required=True)
+    p.add_argument("--src-records", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--records", required=True)
+    p.add_argument("--run", required=True)
+    p.set_defaults(func=cmd_copy_eval)
+
+    from mgrpo.report.cli import add_report_parser
+
+    add_report_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""Causal-LM plumbing for the local engine: loading, prompt rendering, sampling and scoring.
+
+Any Hugging Face causal-LM directory works (the toy Qwen3 or ``Qwen/Qwen3-4B-Base``). Rows are
+laid out as ``[left-padded prompt | right-padded response]`` so one tensor layout serves sampling,
+scoring and training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mgrpo.algorithm.entropy import token_entropy, token_self_certainty
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA (weights stay fp32), plain fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), padding_side="left")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str | Path, device: torch.device, trainable: bool = False) -> Any:
+    """Load a causal LM in fp32 (master weights; autocast handles bf16 compute on CUDA)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    model.to(device)
+    model.train(trainable)
+    model.requires_grad_(trainable)
+    return model
+
+
+def render_prompt(tokenizer: Any, question: str) -> str:
+    """The text the model continues: the chat template if the tokenizer has one."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+        )
+    return question + "\n"
+
+
+def encode_prompts(tokenizer: Any, questions: Sequence[str], max_tokens: int) -> list[list[int]]:
+    """Token ids per rendered prompt; a prompt over ``max_tokens`` is an error, not a truncation."""
+    encoded = []
+    for q in questions:
+        ids = tokenizer(render_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]
+        if len(ids) > max_tokens:
+            raise ValueError(f"prompt has {len(ids)} tokens > max_prompt_tokens={max_tokens}: {q!r}")
+        encoded.append(ids)
+    return encoded
+
+
+@dataclass
+class RolloutBatch:
+    """Prompts and sampled responses, one row per rollout."""
+
+    input_ids: torch.Tensor  # (B, P + T): left-padded prompt, right-padded response
+    attention_mask: torch.Tensor  # (B, P + T)
+    response_mask: torch.Tensor  # (B, T) true on response tokens (incl. EOS), false on padding
+    prompt_len: int  # P
+    # Trajectory means under the model that sampled the row, at the sampling temperature,
+    # computed from the very logits that were sampled from (no extra forward pass).
+    gen_entropy: torch.Tensor  # (B,)
+    gen_self_certainty: torch.Tensor  # (B,)
+
+    @property
+    def responses(self) -> torch.Tensor:
+        return self.input_ids[:, self.prompt_len :]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, index: Sequence[int] | torch.Tensor) -> RolloutBatch:
+        index = torch.as_tensor(index, dtype=torch.long, device=self.input_ids.device)
+        return RolloutBatch(
+            self.input_ids[index],
+            self.attention_mask[index],
+            self.response_mask[index],
+            self.prompt_len,
+            self.gen_entropy[index],
+            self.gen_self_certainty[index],
+        )
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device):
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.cumsum(-1) - 1).clamp_min(0)
+
+
+@torch.no_grad()
+def sample(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    temperature: float,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    generator: torch.Generator,
+) -> RolloutBatch:
+    """Batched ancestral sampling with a KV cache; ``temperature == 0`` means greedy.
+
+    All randomness comes from ``generator``, so a saved generator state reproduces the samples.
+    """
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    ids, mask = left_pad(prompts, pad_token_id, device)
+    batch, prompt_len = ids.shape
+    cache = DynamicCache()
+    positions = _positions(mask)
+    tokens: list[torch.Tensor] = []
+    alive: list[torch.Tensor] = []
+    entropy_sum = torch.zeros(batch, device=device)
+    certainty_sum = torch.zeros(batch, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    step_ids, step_pos = ids, positions
+    with autocast(device):
+        for _ in range(max_new_tokens):
+            out = model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=step_pos,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            logits = out.logits[:, -1].float()
+            if temperature > 0:
+                logits = logits / temperature
+                probs = torch.softmax(logits, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            else:
+                nxt = logits.argmax(-1)
+            entropy_sum += torch.where(finished, 0.0, token_entropy(logits))
+            certainty_sum += torch.where(finished, 0.0, token_self_certainty(logits))
+            nxt = torch.where(finished, torch.full_like(nxt, pad_token_id), nxt)
+            alive.append(~finished)
+            tokens.append(nxt)
+            finished = finished | (nxt == eos_token_id)
+            if bool(finished.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
+    response = torch.stack(tokens, dim=1)
+    response_mask = torch.stack(alive, dim=1)
+    input_ids = torch.cat([ids, response], dim=1)
+    attention_mask = torch.cat([mask[:, :prompt_len], response_mask.long()], dim=1)
+    lengths = response_mask.sum(-1).clamp_min(1)
+    return RolloutBatch(
+        input_ids,
+        attention_mask,
+        response_mask,
+        prompt_len,
+        gen_entropy=entropy_sum / lengths,
+        gen_self_certainty=certainty_sum / lengths,
+    )
+
+
+def concat_batches(batches: Sequence[RolloutBatch], pad_token_id: int) -> RolloutBatch:
+    """Stack rollout batches that share their prompt layout, right-padding responses."""
+    prompt_len = batches[0].prompt_len
+    if any(b.prompt_len != prompt_len for b in batches):
+        raise ValueError("concat_batches: batches must share the prompt layout")
+    width = max(b.responses.shape[1] for b in batches)
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    return RolloutBatch(
+        input_ids=torch.cat([torch.cat([b.input_ids[:, :prompt_len], pad(b.responses, pad_token_id)], 1) for b in batches]),
+        attention_mask=torch.cat(
+            [torch.cat([b.attention_mask[:, :prompt_len], pad(b.attention_mask[:, prompt_len:], 0)], 1) for b in batches]
+        ),
+        response_mask=torch.cat([pad(b.response_mask, 0).bool() for b in batches]),
+        prompt_len=prompt_len,
+        gen_entropy=torch.cat([b.gen_entropy for b in batches]),
+        gen_self_certainty=torch.cat([b.gen_self_certainty for b in batches]),
+    )
+
+
+def micro_batches(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def response_logits(model: Any, batch: RolloutBatch, rows: slice, temperature: float) -> torch.Tensor:
+    """Temperature-scaled fp32 logits predicting each response token: ``(b, T, V)``."""
+    ids = batch.input_ids[rows]
+    mask = batch.attention_mask[rows]
+    width = batch.responses.shape[1]
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=_positions(mask),
+        use_cache=False,
+        logits_to_keep=width + 1,
+    )
+    logits = out.logits[:, :-1].float()
+    return logits / temperature if temperature > 0 else logits
+
+
+def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
+
+
+@dataclass
+class TokenStats:
+    log_prob: torch.Tensor  # (B, T)
+    entropy: torch.Tensor | None  # (B, T)
+    self_certainty: torch.Tensor | None  # (B, T)
+
+
+@torch.no_grad()
+def score(
+    model: Any,
+    batch: RolloutBatch,
+    *,
+    temperature: float,
+    micro_batch_size: int,
+    entropy: bool = False,
+    self_certainty: bool = False,
+) -> TokenStats:
+    """Per-token log-probs (and optionally entropies / self-certainties) of the responses."""
+    device = batch.input_ids.device
+    parts: dict[str, list[torch.Tensor]] = {"lp": [], "ent": [], "sc": []}
+    with autocast(device):
+        for rows in micro_batches(len(batch), micro_batch_size):
+            logits = response_logits(model, batch, rows, temperature)
+            parts["lp"].append(token_log_probs(logits, batch.responses[rows]))
+            if entropy:
+                parts["ent"].append(token_entropy(logits))
+            if self_certainty:
+                parts["sc"].append(token_self_certainty(logits))
+    return TokenStats(
+        log_prob=torch.cat(parts["lp"]),
+        entropy=torch.cat(parts["ent"]) if entropy else None,
+        self_certainty=torch.cat(parts["sc"]) if self_certainty else None,
+    )

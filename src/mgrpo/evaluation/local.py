@@ -1,0 +1,100 @@
+"""Sampled accuracy of one model on one problem set (the local evaluation backend).
+
+``samples`` answers per problem at ``temperature``; accuracy is the mean over all samples
+(avg@k, as the paper reports for AIME/GPQA), and majority-vote accuracy (maj@k) is reported
+beside it. A sample is correct when its last ``\\boxed{}`` answer equals the ground truth after
+normalisation (and math-verify equivalence, unless ``answer_equivalence`` is ``exact``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mgrpo.algorithm.answers import extract_answer, math_verify_equal
+from mgrpo.algorithm.voting import majority_vote
+from mgrpo.data import read_problems
+from mgrpo.engines.local import lm
+
+
+def evaluate_model(
+    model_dir: str | Path, problems_path: str | Path, spec: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Evaluate; returns the summary and one record per sample.
+
+    ``spec`` keys: samples, temperature, max_new_tokens, limit, seed, micro_batch_size, device,
+    threads, answer_equivalence.
+    """
+    t0 = time.perf_counter()
+    torch.set_num_threads(spec["threads"])
+    device = lm.pick_device(spec["device"])
+    problems = read_problems(problems_path)
+    count = len(problems) if spec.get("limit") is None else min(spec["limit"], len(problems))
+    missing = [problems.ids[i] for i in range(count) if problems.answers[i] is None]
+    if missing:
+        raise ValueError(f"{problems_path}: problem {missing[0]!r} has no answer to grade against")
+    tokenizer = lm.load_tokenizer(model_dir)
+    model = lm.load_model(model_dir, device)
+    prompt_ids = lm.encode_prompts(tokenizer, problems.questions[:count], max_tokens=1 << 30)
+    equal = math_verify_equal if spec.get("answer_equivalence", "math_verify") == "math_verify" else None
+    k = spec["samples"]
+    rows = [(i, j) for i in range(count) for j in range(k)]
+    generator = torch.Generator(device=device).manual_seed(spec["seed"])
+    texts: list[str] = []
+    lengths: list[int] = []
+    for part in lm.micro_batches(len(rows), spec["micro_batch_size"]):
+        batch = lm.sample(
+            model,
+            [prompt_ids[i] for i, _ in rows[part]],
+            temperature=spec["temperature"],
+            max_new_tokens=spec["max_new_tokens"],
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            generator=generator,
+        )
+        texts.extend(tokenizer.batch_decode(batch.responses, skip_special_tokens=True))
+        lengths.extend(batch.response_mask.sum(-1).tolist())
+
+    records = []
+    majority_correct = 0
+    for i in range(count):
+        truth = problems.answers[i]
+        answers = [extract_answer(texts[i * k + j]) for j in range(k)]
+        correct = [a is not None and (a == truth or (equal is not None and equal(truth, a))) for a in answers]
+        vote = majority_vote(answers)
+        majority_correct += vote.label is not None and (
+            vote.label == truth or (equal is not None and equal(truth, vote.label))
+        )
+        for j in range(k):
+            records.append(
+                {
+                    "problem_id": problems.ids[i],
+                    "sample": j,
+                    "response": texts[i * k + j],
+                    "answer": answers[j],
+                    "ground_truth": truth,
+                    "correct": correct[j],
+                    "response_tokens": int(lengths[i * k + j]),
+                }
+            )
+    n = len(records)
+    summary = {
+        "accuracy": sum(r["correct"] for r in records) / n,
+        "majority_accuracy": majority_correct / count,
+        "answer_rate": sum(r["answer"] is not None for r in records) / n,
+        "mean_response_tokens": sum(lengths) / n,
+        "problems": count,
+        "samples_per_problem": k,
+        "samples": n,
+        "sampling": {
+            "temperature": spec["temperature"],
+            "max_new_tokens": spec["max_new_tokens"],
+            "seed": spec["seed"],
+        },
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return summary, records

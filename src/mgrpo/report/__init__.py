@@ -1,0 +1,27 @@
+"""Tables and figures of the paper, rebuilt from ``results/`` only.
+
+This module stays stdlib-only: the Snakefile imports it while parsing the workflow to name the
+report's output files. Loading, the collapse detector, tables and figures live in submodules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TABLE_FORMATS = ("md", "csv", "tex")
+FIGURES = ("fig1_accuracy", "fig2_entropy", "fig4_reward_accuracy", "fig5_collapse")
+DEFAULT_TABLE = "runs"
+# results/tables/collapse.csv is the detector's output; a table must not overwrite it.
+RESERVED_TABLE_NAMES = ("collapse",)
+
+
+def table_names(report_cfg: dict[str, Any]) -> list[str]:
+    """Names of the tables to write: the configured ones, else the default table of every run.
+
+    The default keeps a fresh config useful (every run, best and final) without writing rows.
+    """
+    names = list(report_cfg.get("tables") or {}) or [DEFAULT_TABLE]
+    clashes = sorted(set(names) & set(RESERVED_TABLE_NAMES))
+    if clashes:
+        raise ValueError(f"report.tables: table name(s) {clashes} are reserved (collapse.csv)")
+    return names

@@ -1,0 +1,246 @@
+"""The local engine end to end on the tiny toy model: chunking, resume, audit records, failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from support import tiny_config
+
+from mgrpo.algorithm.groups import score_group
+from mgrpo.algorithm.methods import method_from_settings
+from mgrpo.config import resolve_run, run_identity
+from mgrpo.engines.local import trainer as trainer_module
+from mgrpo.engines.local.trainer import ChunkPaths, TrainingDiverged, lr_multiplier, train_chunk
+from mgrpo.io import read_jsonl
+
+pytestmark = pytest.mark.slow
+TIMING_KEYS = {"step_time", "sample_time"}
+
+
+def settings_for(toy_dir: Path, **training) -> dict:
+    settings = run_identity(resolve_run(tiny_config(**training), "run"))
+    return {
+        **settings,
+        "model_path": str(toy_dir / "model"),
+        "train_data": str(toy_dir / "data" / "train.parquet"),
+    }
+
+
+def chunk(settings: dict, out: Path, start: int, end: int, init: Path) -> ChunkPaths:
+    paths = ChunkPaths(
+        init=init,
+        checkpoint=out / f"step{end}",
+        metrics=out / f"metrics{end}.jsonl",
+        rollouts=out / f"rollouts{end}.parquet",
+        resume=out / f"resume{end}",
+    )
+    train_chunk(settings, start, end, paths)
+    return paths
+
+
+def weights(checkpoint: Path, part: str) -> dict[str, torch.Tensor]:
+    return load_file(checkpoint / part / "model.safetensors")
+
+
+def metrics_without_timing(path: Path) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in read_jsonl(path)]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+MGRPO = {"method": "mgrpo", "iqr": True, "rollouts": 4, "momentum_rollouts": 1}
+
+
+def test_two_chunks_equal_one_chunk_bit_for_bit(toy_dir: Path, tmp_path: Path) -> None:
+    settings = settings_for(toy_dir, **MGRPO)
+    whole = chunk(settings, tmp_path / "whole", 0, 4, toy_dir / "model")
+    first = chunk(settings, tmp_path / "split", 0, 2, toy_dir / "model")
+    second = chunk(settings, tmp_path / "split", 2, 4, first.checkpoint)
+
+    for part in ("policy", "momentum"):
+        assert_same_weights(weights(whole.checkpoint, part), weights(second.checkpoint, part))
+    split_metrics = metrics_without_timing(first.metrics) + metrics_without_timing(second.metrics)
+    assert metrics_without_timing(whole.metrics) == split_metrics
+    split_rollouts = pd.concat(
+        [pd.read_parquet(first.rollouts), pd.read_parquet(second.rollouts)], ignore_index=True
+    )
+    pd.testing.assert_frame_equal(pd.read_parquet(whole.rollouts), split_rollouts)
+    # The momentum policy really moved away from the policy (the EMA is not a copy).
+    policy, momentum = weights(whole.checkpoint, "policy"), weights(whole.checkpoint, "momentum")
+    assert any(not torch.equal(policy[k], momentum[k]) for k in policy)
+
+
+def test_chunk_outputs_and_resume_state_cleanup(toy_dir: Path, tmp_path: Path) -> None:
+    settings = settings_for(toy_dir, **MGRPO, resume_every=1)
+    paths = chunk(settings, tmp_path, 0, 2, toy_dir / "model")
+    manifest = json.loads((paths.checkpoint / "checkpoint.json").read_text())
+    assert manifest["step"] == 2 and manifest["run"] == "run"
+    for name in ("policy/config.json", "policy/tokenizer.json", "momentum/model.safetensors"):
+        assert (paths.checkpoint / name).exists(), name
+    assert not paths.resume.exists()
+    assert [m["step"] for m in read_jsonl(paths.metrics)] == [1, 2]
+
+
+def test_rollout_records_are_what_the_loss_used(
+    toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(toy_dir, **MGRPO)
+    used: list[torch.Tensor] = []
+    real_loss = trainer_module.policy_loss
+
+    def spy(log_prob, old_log_prob, ref_log_prob, advantages, *args, **kwargs):
+        used.append(advantages.detach().clone())
+        return real_loss(log_prob, old_log_prob, ref_log_prob, advantages, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "policy_loss", spy)
+    paths = chunk(settings, tmp_path, 0, 2, toy_dir / "model")
+    records = pd.read_parquet(paths.rollouts)
+    method = method_from_settings(settings)
+    group_size = method.group_size
+    assert len(records) == 2 * settings["prompts_per_step"] * group_size
+
+    # The advantages fed to the loss are exactly the recorded ones of trained rows, in order.
+    loss_advantages = torch.cat(used).tolist()
+    trained = records[records["trained"]]
+    # Rows are trained in batch order: all policy rows of a step, prompt by prompt.
+    recorded = trained.sort_values(["step", "rollout"], kind="stable").groupby("step")
+    expected = [a for _, g in recorded for a in g.sort_index()["advantage"].tolist()]
+    assert loss_advantages == pytest.approx(expected, abs=1e-6)
+
+    # Re-scoring each recorded pool reproduces filter, label, rewards and advantages.
+    for (_, _), pool in records.groupby(["step", "prompt_id"], sort=False):
+        pool = pool.sort_values("rollout")
+        score = score_group(
+            [None if pd.isna(a) else a for a in pool["answer"]],
+            (pool["source"] == "momentum").tolist(),
+            pool["entropy"].tolist(),
+            method,
+            truth=pool["ground_truth"].iloc[0],
+        )
+        assert score.kept == pool["kept"].tolist()
+        assert score.trained == pool["trained"].tolist()
+        assert score.label == (
+            None if pd.isna(pool["pseudo_label"].iloc[0]) else pool["pseudo_label"].iloc[0]
+        )
+        assert score.rewards == [None if pd.isna(r) else r for r in pool["reward"]]
+    assert (records.loc[records["source"] == "momentum", "trained"] == False).all()  # noqa: E712
+
+
+def test_nan_loss_stops_and_keeps_last_good_state(
+    toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(toy_dir, method="srt", resume_every=1)
+    real_loss = trainer_module.policy_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        out = real_loss(*args, **kwargs)
+        calls["n"] += 1
+        # Step 1 trains 2 prompts x 4 rollouts = 8 rows in ceil(8 / 3) = 3 micro-batches.
+        if calls["n"] > 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer_module, "policy_loss", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged, match="step 2: loss is nan"):
+        chunk(settings, out, 0, 4, toy_dir / "model")
+    assert not (out / "step4").exists() and not (out / "metrics4.jsonl").exists()
+    latest = json.loads((out / "resume4" / "latest.json").read_text())
+    assert latest["step"] == 1
+    assert (out / "resume4" / latest["state"] / "checkpoint.json").exists()
+
+
+def test_checkpoint_of_other_settings_is_refused(toy_dir: Path, tmp_path: Path) -> None:
+    settings = settings_for(toy_dir, method="srt")
+    first = chunk(settings, tmp_path, 0, 2, toy_dir / "model")
+    changed = {**settings, "lr": settings["lr"] * 2}
+    with pytest.raises(ValueError, match="must restart from step 0"):
+        chunk(changed, tmp_path / "b", 2, 4, first.checkpoint)
+
+
+def test_killed_chunk_resumes_to_identical_result(toy_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL a real training process mid-chunk; the rerun continues from its resume state."""
+    settings = settings_for(toy_dir, **MGRPO, resume_every=2)
+    steps = 10
+    reference = chunk(settings, tmp_path / "reference", 0, steps, toy_dir / "model")
+
+    out = tmp_path / "killed"
+    command = [
+        sys.executable, "-m", "mgrpo", "train",
+        "--settings", json.dumps(settings),
+        "--base-model", settings["model_path"],
+        "--train-data", settings["train_data"],
+        "--start", "0", "--end", str(steps),
+        "--init", settings["model_path"],
+        "--checkpoint", str(out / f"step{steps}"),
+        "--metrics", str(out / "metrics.jsonl"),
+        "--rollouts", str(out / "rollouts.parquet"),
+        "--resume-dir", str(out / "resume"),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    pointer = out / "resume" / "latest.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if pointer.exists() and json.loads(pointer.read_text())["step"] >= 4:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / f"step{steps}").exists() and not (out / "metrics.jsonl").exists()
+    killed_at = json.loads(pointer.read_text())["step"]
+    assert 4 <= killed_at < steps
+
+    subprocess.run(command, env=env, check=True, stderr=subprocess.DEVNULL)
+    assert not (out / "resume").exists()
+    for part in ("policy", "momentum"):
+        assert_same_weights(
+            weights(reference.checkpoint, part), weights(out / f"step{steps}", part)
+        )
+    assert metrics_without_timing(reference.metrics) == metrics_without_timing(
+        out / "metrics.jsonl"
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(reference.rollouts), pd.read_parquet(out / "rollouts.parquet")
+    )
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [(0, 0.25), (3, 1.0), (4, 1.0), (14, 0.5), (24, 0.0), (30, 0.0)],
+)
+def test_lr_multiplier_warmup_then_cosine(step: int, expected: float) -> None:
+    # horizon 24, warmup int(0.2 * 24) = 4: steps 0..3 ramp 1/4..4/4; cosine over the 20 after.
+    settings = {
+        "schedule_steps": 24,
+        "warmup_ratio": 0.2,
+        "min_lr_ratio": 0.0,
+        "lr_schedule": "cosine",
+    }
+    assert lr_multiplier(step, settings) == pytest.approx(expected)
+
+
+def test_lr_multiplier_constant_after_warmup() -> None:
+    settings = {
+        "schedule_steps": 10,
+        "warmup_ratio": 0.2,
+        "min_lr_ratio": 0.0,
+        "lr_schedule": "constant",
+    }
+    assert [lr_multiplier(s, settings) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]

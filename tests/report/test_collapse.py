@@ -1,0 +1,148 @@
+"""The collapse detector on hand-computed curves, plus the invariants that define it."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
+from mgrpo.report.collapse import COLLAPSE_COLUMNS, Collapse, collapse_table, detect_collapse
+
+MARGIN = 0.05
+
+
+def test_monotone_rise_is_not_a_collapse():
+    got = detect_collapse([0, 10, 20, 30], [0.5, 0.6, 0.7, 0.8], MARGIN)
+    assert got == Collapse(30, 0.8, 30, 0.8, 0.0, None, False)
+
+
+def test_rise_then_sustained_drop_collapses_at_first_step_of_the_drop():
+    got = detect_collapse([0, 10, 20, 30, 40, 50], [0.5, 0.8, 0.78, 0.6, 0.5, 0.4], MARGIN)
+    assert (got.best_step, got.final_step, got.collapse_step, got.collapsed) == (10, 50, 30, True)
+    assert got.best_accuracy == 0.8
+    assert got.final_accuracy == 0.4
+    assert got.drop == pytest.approx(0.4)
+
+
+def test_dip_that_recovers_is_not_a_collapse():
+    got = detect_collapse([0, 10, 20, 30, 40], [0.5, 0.8, 0.5, 0.6, 0.79], MARGIN)
+    assert got.collapse_step is None
+    assert not got.collapsed
+    assert got.drop == pytest.approx(0.01)
+
+
+def test_dip_then_recovery_then_final_drop_collapses_at_the_final_drop():
+    got = detect_collapse([0, 10, 20, 30, 40], [0.5, 0.8, 0.5, 0.79, 0.5], MARGIN)
+    assert got.collapse_step == 40
+
+
+def test_drop_within_the_margin_is_not_a_collapse():
+    got = detect_collapse([0, 10, 20, 30], [0.5, 0.8, 0.77, 0.76], MARGIN)
+    assert got.collapse_step is None
+    assert got.drop == pytest.approx(0.04)
+
+
+def test_a_larger_margin_forgives_a_drop_a_smaller_one_flags():
+    steps, acc = [0, 10, 20], [0.5, 0.8, 0.7]
+    assert detect_collapse(steps, acc, 0.05).collapse_step == 20
+    assert detect_collapse(steps, acc, 0.2).collapse_step is None
+
+
+def test_ties_pick_the_earliest_best_step():
+    got = detect_collapse([0, 10, 20, 30], [0.5, 0.7, 0.7, 0.3], MARGIN)
+    assert got.best_step == 10
+    assert got.collapse_step == 30
+
+
+def test_single_point():
+    got = detect_collapse([0], [0.42], MARGIN)
+    assert got == Collapse(0, 0.42, 0, 0.42, 0.0, None, False)
+
+
+def test_unsorted_input_is_sorted_by_step():
+    got = detect_collapse([30, 0, 20, 10], [0.4, 0.5, 0.6, 0.8], MARGIN)
+    assert (got.best_step, got.final_step, got.final_accuracy) == (10, 30, 0.4)
+    assert got.collapse_step == 20
+
+
+@pytest.mark.parametrize(
+    ("steps", "accuracies", "margin", "message"),
+    [
+        ([], [], MARGIN, "empty"),
+        ([0, 10], [0.5], MARGIN, "2 steps but 1"),
+        ([0, 0], [0.5, 0.6], MARGIN, "duplicate steps"),
+        ([0, 10], [0.5, float("nan")], MARGIN, "non-finite"),
+        ([0], [0.5], -0.1, "margin"),
+    ],
+)
+def test_bad_input_is_an_error(steps, accuracies, margin, message):
+    with pytest.raises(ValueError, match=message):
+        detect_collapse(steps, accuracies, margin)
+
+
+curves = st.dictionaries(
+    st.integers(0, 1000), st.floats(0, 1, allow_nan=False), min_size=1, max_size=30
+)
+
+
+@given(curves, st.floats(0, 0.5))
+def test_invariants(curve, margin):
+    """Best is a maximum; the collapse tail is exactly the maximal suffix below best - margin."""
+    got = detect_collapse(list(curve), list(curve.values()), margin)
+    steps = sorted(curve)
+    threshold = got.best_accuracy - margin
+    assert got.best_accuracy == max(curve.values())
+    assert got.best_step == min(s for s in steps if curve[s] == got.best_accuracy)
+    assert got.final_step == steps[-1]
+    if got.collapsed:
+        tail = [s for s in steps if s >= got.collapse_step]
+        assert got.collapse_step > got.best_step
+        assert all(curve[s] < threshold for s in tail)
+        assert curve[steps[steps.index(got.collapse_step) - 1]] >= threshold
+    else:
+        assert curve[steps[-1]] >= threshold
+
+
+def _settings(method: str, rollouts: int = 8) -> dict:
+    return {"method": method, "iqr": None, "iqr_k": 0.75, "rollouts": rollouts,
+            "momentum_rollouts": None, "steps": 20, "chunk_steps": 10}  # fmt: skip
+
+
+def test_collapse_table_one_row_per_run_on_select_on_only():
+    evals = pd.DataFrame(
+        [
+            ("srt", 0, "math", 0.5), ("srt", 10, "math", 0.8), ("srt", 20, "math", 0.3),
+            ("srt", 0, "aime", 0.1), ("srt", 10, "aime", 0.0), ("srt", 20, "aime", 0.9),
+            ("mg", 0, "math", 0.5), ("mg", 10, "math", 0.6), ("mg", 20, "math", 0.7),
+        ],
+        columns=["run", "step", "benchmark", "accuracy"],
+    )  # fmt: skip
+    runs = {"srt": _settings("srt"), "mg": {**_settings("mgrpo"), "iqr": True}}
+    table = collapse_table(evals, runs, "math", MARGIN)
+    assert tuple(table.columns) == COLLAPSE_COLUMNS
+    assert table["run"].tolist() == ["srt", "mg"]
+    assert table["method"].tolist() == ["SRT", "M-GRPO+IQR"]
+    assert table["benchmark"].tolist() == ["math", "math"]
+    assert table["best_step"].tolist() == [10, 20]
+    assert table["collapse_step"].tolist() == [20, pd.NA]
+    assert table["collapsed"].tolist() == [True, False]
+
+
+def test_collapse_table_names_a_run_without_evaluations():
+    evals = pd.DataFrame(
+        [("srt", 0, "aime", 0.1)], columns=["run", "step", "benchmark", "accuracy"]
+    )
+    with pytest.raises(ValueError, match="run 'srt' on benchmark 'math'"):
+        collapse_table(evals, {"srt": _settings("srt")}, "math", MARGIN)
+
+
+def test_table_names_default_and_configured():
+    assert table_names({"tables": {}}) == ["runs"]
+    assert table_names({}) == ["runs"]
+    assert table_names({"tables": {"table1": {}, "table2": {}}}) == ["table1", "table2"]
+    with pytest.raises(ValueError, match="reserved"):
+        table_names({"tables": {"collapse": {}}})
+    assert TABLE_FORMATS == ("md", "csv", "tex")
+    assert len(FIGURES) == 4

@@ -1,0 +1,222 @@
+"""Loading results and writing the paper-layout tables from small synthetic evaluations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from mgrpo.report.cli import add_report_parser
+from mgrpo.report.results import load_evals, load_metrics, run_labels
+
+BENCHMARKS = ["math", "aime"]
+# run -> step -> (math, aime). srt ties its best at 10 and 20 (earliest wins) and collapses.
+CURVES = {
+    "srt": {0: (0.5, 0.10), 10: (0.7, 0.20), 20: (0.7, 0.25), 30: (0.4, 0.05)},
+    "mg": {0: (0.5, 0.10), 10: (0.6, 0.15), 20: (0.65, 0.2), 30: (0.66, 0.3)},
+}
+
+
+def settings(method: str, rollouts: int = 8) -> dict:
+    return {"method": method, "iqr": method == "mgrpo", "iqr_k": 0.75, "rollouts": rollouts,
+            "momentum_rollouts": None, "steps": 30, "chunk_steps": 10}  # fmt: skip
+
+
+RUNS = {"srt": settings("srt"), "mg": settings("mgrpo")}
+
+
+def write_evals(root: Path, curves: dict = CURVES) -> list[str]:
+    paths = []
+    for run, curve in curves.items():
+        for step, accuracies in curve.items():
+            for bench, acc in zip(BENCHMARKS, accuracies, strict=True):
+                path = root / "eval" / run / f"step{step}" / f"{bench}.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                record = {"run": run, "step": step, "benchmark": bench, "accuracy": acc,
+                          "majority_accuracy": acc, "problems": 10, "samples": 10,
+                          "sampling": {"temperature": 0.6, "seed": 0}}  # fmt: skip
+                path.write_text(json.dumps(record))
+                paths.append(str(path))
+    return paths
+
+
+def config(tables: dict | None = None, select_on: str | None = None) -> str:
+    report = {"select_on": select_on, "collapse_margin": 0.05, "tables": tables or {}}
+    return json.dumps({"runs": RUNS, "benchmarks": BENCHMARKS, "report": report})
+
+
+def report(*argv: str) -> None:
+    """Run ``mgrpo report ...`` through this package's parser only."""
+    parser = argparse.ArgumentParser(prog="mgrpo")
+    add_report_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", *argv])
+    args.func(args)
+
+
+def make_tables(tmp_path: Path, tables: dict | None = None) -> Path:
+    evals = write_evals(tmp_path)
+    out = tmp_path / "tables"
+    report("collapse", "--config", config(tables), "--evals", *evals,
+           "--out", str(out / "collapse.csv"))  # fmt: skip
+    report("tables", "--config", config(tables), "--evals", *evals,
+           "--collapse", str(out / "collapse.csv"), "--out-dir", str(out))  # fmt: skip
+    return out
+
+
+def test_default_table_rows_use_detector_best_final_and_step0(tmp_path):
+    out = make_tables(tmp_path)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "collapse.csv", "runs.csv", "runs.md", "runs.tex"
+    ]  # fmt: skip
+    lines = (out / "runs.csv").read_text().splitlines()
+    assert lines == [
+        "label,run,step,math,aime",
+        "Original,srt,0,0.5,0.1",
+        "SRT_Best,srt,10,0.7,0.2",  # tie with step 20: the earliest
+        "SRT_Final,srt,30,0.4,0.05",
+        "M-GRPO+IQR_Best,mg,30,0.66,0.3",
+        "M-GRPO+IQR_Final,mg,30,0.66,0.3",
+    ]
+
+
+def test_markdown_layout(tmp_path):
+    text = (make_tables(tmp_path) / "runs.md").read_text()
+    assert text.startswith("# All runs: best and final checkpoints\n")
+    assert "picked automatically on `math` by the collapse detector" in text
+    assert "| Model | Step | math | aime |" in text
+    assert "| Original | 0 | 50.00% | 10.00% |" in text
+    assert "| SRT_Best | 10 | 70.00% | 20.00% |" in text
+    assert "| SRT_Final | 30 | 40.00% | 5.00% |" in text
+
+
+def test_latex_is_booktabs_and_escaped(tmp_path):
+    text = (make_tables(tmp_path) / "runs.tex").read_text()
+    for command in (r"\begin{tabular}{lrrr}", r"\toprule", r"\midrule", r"\bottomrule"):
+        assert command in text
+    assert r"SRT\_Best & 10 & 70.00\% & 20.00\% \\" in text
+    assert "_" not in text.replace(r"\_", "")  # no unescaped underscore left
+    assert r"M-GRPO+IQR\_Final & 30 & 66.00\% & 30.00\% \\" in text
+
+
+def test_configured_table_labels_and_picks(tmp_path):
+    tables = {
+        "table2": {
+            "title": "Main results",
+            "rows": [
+                {"run": "mg", "pick": "base"},
+                {"run": "srt", "pick": "best", "label": "SRT-T1.1 & best"},
+                {"run": "srt", "pick": "final"},
+                {"run": "mg", "pick": "final", "label": "Ours"},
+            ],
+        }
+    }
+    out = make_tables(tmp_path, tables)
+    assert not (out / "runs.md").exists()
+    assert (out / "table2.csv").read_text().splitlines()[1:] == [
+        "Original,mg,0,0.5,0.1",
+        "SRT-T1.1 & best,srt,10,0.7,0.2",
+        "SRT_Final,srt,30,0.4,0.05",
+        "Ours,mg,30,0.66,0.3",
+    ]
+    assert (out / "table2.md").read_text().startswith("# Main results\n")
+    assert r"SRT-T1.1 \& best & 10" in (out / "table2.tex").read_text()
+
+
+def test_missing_evaluation_names_run_step_and_benchmark(tmp_path):
+    evals = write_evals(tmp_path)
+    out = tmp_path / "tables"
+    report("collapse", "--config", config(), "--evals", *evals, "--out", str(out / "c.csv"))
+    kept = [p for p in evals if not p.endswith("srt/step30/aime.json")]
+    with pytest.raises(ValueError, match="run 'srt' at step 30 on benchmark 'aime'"):
+        report("tables", "--config", config(), "--evals", *kept,
+               "--collapse", str(out / "c.csv"), "--out-dir", str(out))  # fmt: skip
+    assert not (out / "runs.md").exists()
+
+
+def test_tables_refuse_a_collapse_table_for_another_benchmark(tmp_path):
+    evals = write_evals(tmp_path)
+    csv = tmp_path / "collapse.csv"
+    report("collapse", "--config", config(select_on="aime"), "--evals", *evals, "--out", str(csv))
+    with pytest.raises(ValueError, match="rerun `mgrpo report collapse`"):
+        report("tables", "--config", config(), "--evals", *evals, "--collapse", str(csv),
+               "--out-dir", str(tmp_path))  # fmt: skip
+
+
+def test_bad_config_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        report("collapse", "--config", "{not json", "--evals", "x.json", "--out", "c.csv")
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_load_evals_flattens_and_sorts(tmp_path):
+    frame = load_evals(reversed(write_evals(tmp_path)))
+    assert len(frame) == 16
+    assert frame[["run", "step", "benchmark"]].iloc[0].tolist() == ["mg", 0, "aime"]
+    assert frame["sampling_temperature"].eq(0.6).all()
+    assert {"accuracy", "majority_accuracy", "problems", "samples", "path"} <= set(frame.columns)
+
+
+def test_load_evals_duplicate_names_both_files(tmp_path):
+    paths = write_evals(tmp_path)
+    copy = tmp_path / "copy.json"
+    copy.write_text(Path(paths[0]).read_text())
+    with pytest.raises(ValueError, match="duplicate") as err:
+        load_evals([*paths, str(copy)])
+    assert paths[0] in str(err.value)
+    assert str(copy) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not valid JSON"),
+        ("[1]", "expected a JSON object"),
+        ('{"run": "a", "step": 0, "benchmark": "b"}', "missing key"),
+        ('{"run": "a", "step": "3", "benchmark": "b", "accuracy": 0.5}', "'step'"),
+        ('{"run": "a", "step": 1, "benchmark": "b", "accuracy": 1.5}', "'accuracy'"),
+    ],
+)
+def test_load_evals_bad_file_names_it(tmp_path, text, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=message) as err:
+        load_evals([bad])
+    assert str(bad) in str(err.value)
+
+
+def test_load_metrics_nulls_and_errors_with_line(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text(
+        '{"run": "a", "step": 2, "method": "SRT", "entropy_policy": null, "reward_mean": 0.5}\n'
+        "\n"
+        '{"run": "a", "step": 1, "method": "SRT", "entropy_policy": 0.3, "reward_mean": null}\n'
+    )
+    frame = load_metrics([path])
+    assert frame["step"].tolist() == [1, 2]
+    assert frame["entropy_policy"].isna().tolist() == [False, True]
+    assert frame["reward_mean"].isna().tolist() == [True, False]
+    path.write_text(path.read_text() + '{"run": "a", "step": \n')
+    with pytest.raises(ValueError, match=f"{path}:4: not valid JSON"):
+        load_metrics([path])
+    path.write_text('{"run": "a", "step": 1}\n{"run": "a", "step": 1}\n')
+    with pytest.raises(ValueError, match=f"{path}:1 and {path}:2"):
+        load_metrics([path])
+
+
+def test_run_labels_are_unique_and_paper_style():
+    runs = {
+        "srt8": settings("srt", 8),
+        "srt16": settings("srt", 16),
+        "mg": settings("mgrpo"),
+        "a": settings("intuitor"),
+        "b": settings("intuitor"),
+    }
+    assert run_labels(runs) == {
+        "srt8": "SRT.G8",
+        "srt16": "SRT.G16",
+        "mg": "M-GRPO+IQR",
+        "a": "a",
+        "b": "b",
+    }

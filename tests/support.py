@@ -1,0 +1,58 @@
+"""Helpers shared by the test suites (importable as ``support``; see pytest's pythonpath)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough to build in seconds; big enough that sampling is not degenerate.
+TINY_TOY = {
+    "data": {
+        "toy": {
+            "seed": 0,
+            "splits": {"sft": 400, "train": 64, "test": 24, "hard": 16},
+            "levels": {"sft": [1], "train": [1], "test": [1], "hard": [3]},
+        }
+    },
+    "toy_model": {
+        "vocab_size": 300,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "sft_steps": 30,
+        "sft_batch_size": 16,
+        "sft_lr": 0.01,
+        "threads": 1,
+    },
+}
+
+
+def tiny_config(**training: Any) -> dict[str, Any]:
+    """A full, validated config on the tiny toy task with one run named ``run``."""
+    from mgrpo.config import validate_config
+
+    base = {
+        "rollouts": 4,
+        "prompts_per_step": 2,
+        "max_new_tokens": 12,
+        "max_prompt_tokens": 64,
+        "lr": 1e-3,
+        "steps": 4,
+        "chunk_steps": 2,
+        "resume_every": 100,
+        "micro_batch_size": 3,
+        "device": "cpu",
+        "answer_equivalence": "exact",
+    }
+    return validate_config(
+        {
+            **TINY_TOY,
+            "training": {**base, **training},
+            "runs": {"run": {}},
+            "benchmarks": {"test": {"source": "toy", "split": "test"}},
+        }
+    )
