@@ -4,13 +4,23 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
-from mgrpo.config import checkpoint_steps, fingerprint, resolve_run, run_identity, validate_config
+SRC = str(Path(workflow.basedir).parent / "src")
+sys.path.insert(0, SRC)
+from mgrpo.config import (
+    checkpoint_steps,
+    fingerprint,
+    model_key,
+    resolve_run,
+    run_identity,
+    validate_config,
+)
 from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
 
-# Jobs run the package from this checkout, whichever environment they run in.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(Path(workflow.basedir).parent / "src"), os.environ.get("PYTHONPATH", "")]
+# Jobs (local or SLURM, which exports this environment) run `python -m mgrpo` from this
+# checkout, whichever Python environment they use: the .venv locally, a conda env per rule on
+# a cluster. Prepended, so a user's own PYTHONPATH still applies.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 )
 
 CONFIG = validate_config(config)
@@ -18,7 +28,13 @@ RUNS = {name: resolve_run(CONFIG, name) for name in CONFIG["runs"]}
 BENCHMARKS = CONFIG["benchmarks"]
 TOY_SPLITS = list(CONFIG["data"]["toy"]["splits"])
 # Base models by file-system-safe key ("toy" or e.g. "Qwen--Qwen3-4B-Base").
-MODEL_KEYS = {s["model"].replace("/", "--"): s["model"] for s in RUNS.values()}
+MODEL_KEYS = {model_key(s["model"]): s["model"] for s in RUNS.values()}
+# Hugging Face datasets converted to problem files: the RL prompts and hf benchmarks.
+HF_DATASETS = {
+    f"benchmark-{b}": s["hf"] for b, s in BENCHMARKS.items() if s["source"] == "hf"
+}
+if CONFIG["data"]["source"] == "hf":
+    HF_DATASETS["train"] = CONFIG["data"]["hf"]
 
 
 wildcard_constraints:
@@ -26,11 +42,12 @@ wildcard_constraints:
     bench="|".join(BENCHMARKS),
     split="|".join(TOY_SPLITS),
     model="|".join(MODEL_KEYS),
+    dataset="|".join(HF_DATASETS) or "(?!)",
     step=r"[1-9][0-9]*",
 
 
-def model_key(run):
-    return RUNS[run]["model"].replace("/", "--")
+def run_model_key(run):
+    return model_key(RUNS[run]["model"])
 
 
 def base_model_path(key):
@@ -46,8 +63,11 @@ def base_model_input(key):
 
 
 def train_data_path():
-    if CONFIG["data"]["source"] == "toy":
+    source = CONFIG["data"]["source"]
+    if source == "toy":
         return "results/data/train.parquet"
+    if source == "hf":
+        return "results/data/hf/train.parquet"
     return CONFIG["data"]["train_path"]
 
 
@@ -58,14 +78,14 @@ def chunk_start(wildcards):
 def init_path(wildcards):
     start = chunk_start(wildcards)
     if start == 0:
-        return base_model_path(model_key(wildcards.run))
+        return base_model_path(run_model_key(wildcards.run))
     return f"results/runs/{wildcards.run}/checkpoints/step{start}"
 
 
 def train_chunk_inputs(wildcards):
     """Chunk k reads chunk k-1's checkpoint (policy + momentum + trainer state)."""
     inputs = {"data": ancient(train_data_path())}
-    key = model_key(wildcards.run)
+    key = run_model_key(wildcards.run)
     inputs["base"] = base_model_input(key)
     if chunk_start(wildcards) > 0:
         inputs["init"] = ancient(init_path(wildcards))
@@ -85,16 +105,26 @@ def problems_path(bench):
     spec = BENCHMARKS[bench]
     if spec["source"] == "toy":
         return f"results/data/{spec['split']}.parquet"
+    if spec["source"] == "hf":
+        return f"results/data/hf/benchmark-{bench}.parquet"
     return spec["path"]
 
 
+def hf_spec(wildcards):
+    return json.dumps(HF_DATASETS[wildcards.dataset], sort_keys=True)
+
+
 def eval_spec(wildcards):
-    return json.dumps({**BENCHMARKS[wildcards.bench], **CONFIG["evaluation"]}, sort_keys=True)
+    return json.dumps(
+        {**BENCHMARKS[wildcards.bench], **CONFIG["evaluation"]}, sort_keys=True
+    )
 
 
 def eval_inputs(wildcards):
     return {
-        "checkpoint": ancient(f"results/runs/{wildcards.run}/checkpoints/step{wildcards.step}"),
+        "checkpoint": ancient(
+            f"results/runs/{wildcards.run}/checkpoints/step{wildcards.step}"
+        ),
         "problems": ancient(problems_path(wildcards.bench)),
     }
 
@@ -107,7 +137,7 @@ def base_eval_inputs(wildcards):
 
 
 def step0_eval_inputs(wildcards):
-    key = model_key(wildcards.run)
+    key = run_model_key(wildcards.run)
     return {
         "summary": f"results/eval/base/{key}/{wildcards.bench}.json",
         "records": f"results/eval/base/{key}/{wildcards.bench}.samples.parquet",

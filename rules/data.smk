@@ -4,13 +4,13 @@
 rule toy_data:
     output:
         expand("results/data/{split}.parquet", split=TOY_SPLITS),
-    params:
-        spec=json.dumps(CONFIG["data"]["toy"], sort_keys=True),
-        outputs=" ".join(f"--out {s}=results/data/{s}.parquet" for s in TOY_SPLITS),
     log:
         "results/logs/data/toy_data.log",
     conda:
         "../envs/core.yaml"
+    params:
+        spec=json.dumps(CONFIG["data"]["toy"], sort_keys=True),
+        outputs=" ".join(f"--out {s}=results/data/{s}.parquet" for s in TOY_SPLITS),
     shell:
         "python -m mgrpo toy-data --spec {params.spec:q} {params.outputs} > {log} 2>&1"
 
@@ -20,14 +20,27 @@ rule toy_model:
         sft="results/data/sft.parquet",
     output:
         directory("results/models/toy"),
-    params:
-        spec=json.dumps(CONFIG["toy_model"], sort_keys=True),
-    threads: CONFIG["toy_model"]["threads"]
     log:
         "results/logs/models/toy.log",
     benchmark:
         "results/benchmarks/models/toy.tsv"
     conda:
         "../envs/train.yaml"
+    threads: CONFIG["toy_model"]["threads"]
+    params:
+        spec=json.dumps(CONFIG["toy_model"], sort_keys=True),
     shell:
         "python -m mgrpo toy-model --spec {params.spec:q} --sft {input.sft} --out {output} > {log} 2>&1"
+
+
+rule hf_problems:
+    output:
+        "results/data/hf/{dataset}.parquet",
+    log:
+        "results/logs/data/hf/{dataset}.log",
+    conda:
+        "../envs/core.yaml"
+    params:
+        spec=hf_spec,
+    shell:
+        "python -m mgrpo hf-data --spec {params.spec:q} --out {output} > {log} 2>&1"

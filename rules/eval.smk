@@ -8,15 +8,15 @@ rule eval_checkpoint:
     output:
         summary="results/eval/{run}/step{step}/{bench}.json",
         records="results/eval/{run}/step{step}/{bench}.samples.parquet",
-    params:
-        spec=eval_spec,
-        fingerprint=run_fingerprint,
     log:
         "results/logs/eval/{run}/step{step}/{bench}.log",
     benchmark:
         "results/benchmarks/eval/{run}/step{step}/{bench}.tsv"
     conda:
         "../envs/eval.yaml"
+    params:
+        spec=eval_spec,
+        fingerprint=run_fingerprint,
     shell:
         "python -m mgrpo eval --spec {params.spec:q} --model {input.checkpoint}/policy"
         " --problems {input.problems} --out {output.summary} --records {output.records}"
@@ -30,15 +30,15 @@ rule eval_base_model:
     output:
         summary="results/eval/base/{model}/{bench}.json",
         records="results/eval/base/{model}/{bench}.samples.parquet",
-    params:
-        spec=eval_spec,
-        model=lambda wildcards: base_model_path(wildcards.model),
     log:
         "results/logs/eval/base/{model}/{bench}.log",
     benchmark:
         "results/benchmarks/eval/base/{model}/{bench}.tsv"
     conda:
         "../envs/eval.yaml"
+    params:
+        spec=eval_spec,
+        model=lambda wildcards: base_model_path(wildcards.model),
     shell:
         "python -m mgrpo eval --spec {params.spec:q} --model {params.model}"
         " --problems {input.problems} --out {output.summary} --records {output.records}"
@@ -51,9 +51,9 @@ rule eval_step0:
     output:
         summary="results/eval/{run}/step0/{bench}.json",
         records="results/eval/{run}/step0/{bench}.samples.parquet",
-    localrule: True
     log:
         "results/logs/eval/{run}/step0/{bench}.log",
+    localrule: True
     conda:
         "../envs/core.yaml"
     shell:

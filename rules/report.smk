@@ -6,12 +6,12 @@ rule collapse:
         evals=eval_files(),
     output:
         "results/tables/collapse.csv",
-    params:
-        config=report_config(),
     log:
         "results/logs/report/collapse.log",
     conda:
         "../envs/core.yaml"
+    params:
+        config=report_config(),
     shell:
         "python -m mgrpo report collapse --config {params.config:q}"
         " --evals {input.evals} --out {output} > {log} 2>&1"
@@ -23,12 +23,12 @@ rule tables:
         collapse="results/tables/collapse.csv",
     output:
         report_table_files(),
-    params:
-        config=report_config(),
     log:
         "results/logs/report/tables.log",
     conda:
         "../envs/core.yaml"
+    params:
+        config=report_config(),
     shell:
         "python -m mgrpo report tables --config {params.config:q} --evals {input.evals}"
         " --collapse {input.collapse} --out-dir results/tables > {log} 2>&1"
@@ -41,12 +41,12 @@ rule figures:
         collapse="results/tables/collapse.csv",
     output:
         report_figure_files(),
-    params:
-        config=report_config(),
     log:
         "results/logs/report/figures.log",
     conda:
         "../envs/core.yaml"
+    params:
+        config=report_config(),
     shell:
         "python -m mgrpo report figures --config {params.config:q} --evals {input.evals}"
         " --metrics {input.metrics} --collapse {input.collapse} --out-dir results/figures"

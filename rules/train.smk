@@ -10,20 +10,20 @@ rule train_chunk:
         checkpoint=directory("results/runs/{run}/checkpoints/step{step}"),
         metrics="results/runs/{run}/metrics/to_step{step}.jsonl",
         rollouts="results/runs/{run}/rollouts/to_step{step}.parquet",
-    params:
-        settings=train_settings,
-        start=chunk_start,
-        init=init_path,
-        base=lambda wildcards: base_model_path(model_key(wildcards.run)),
-        data=train_data_path(),
-        resume="results/runs/{run}/resume/to_step{step}",
-    threads: lambda wildcards: RUNS[wildcards.run]["threads"]
     log:
         "results/logs/runs/{run}/train_to_step{step}.log",
     benchmark:
         "results/benchmarks/runs/{run}/train_to_step{step}.tsv"
     conda:
         "../envs/train.yaml"
+    threads: lambda wildcards: RUNS[wildcards.run]["threads"]
+    params:
+        settings=train_settings,
+        start=chunk_start,
+        init=init_path,
+        base=lambda wildcards: base_model_path(run_model_key(wildcards.run)),
+        data=train_data_path(),
+        resume="results/runs/{run}/resume/to_step{step}",
     shell:
         "python -m mgrpo train --settings {params.settings:q}"
         " --base-model {params.base} --train-data {params.data}"

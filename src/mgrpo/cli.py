@@ -48,6 +48,13 @@ def cmd_toy_data(args: argparse.Namespace) -> None:
     write_toy_splits(args.spec, dict(args.out))
 
 
+def cmd_hf_data(args: argparse.Namespace) -> None:
+    from mgrpo.hf_data import write_hf_problems
+
+    count = write_hf_problems(args.spec, args.out)
+    log.info("%s: %d problems from %s", args.out, count, args.spec["path"])
+
+
 def cmd_toy_model(args: argparse.Namespace) -> None:
     from mgrpo.toy.build import build_toy_model
 
@@ -121,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_split_path, action="append", required=True, metavar="SPLIT=PATH")
     p.set_defaults(func=cmd_toy_data)
 
+    p = sub.add_parser("hf-data", help="convert a Hugging Face dataset into a problem file")
+    p.add_argument("--spec", type=_json, required=True, help="hf dataset section (JSON)")
+    p.add_argument("--out", required=True, help="problem parquet to write")
+    p.set_defaults(func=cmd_hf_data)
+
     p = sub.add_parser("toy-model", help="build and warm-start the toy base model")
     p.add_argument("--spec", type=_json, required=True, help="toy_model section (JSON)")
     p.add_argument("--sft", required=True, help="warm-start problems (parquet with solutions)")
@@ -173,7 +185,12 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    args.func(args)
+    from mgrpo.config import ConfigError
+
+    try:
+        args.func(args)
+    except ConfigError as err:
+        raise SystemExit(f"mgrpo {args.command}: {err}") from None
 
 
 if __name__ == "__main__":

@@ -73,8 +73,14 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
                 raise ConfigError(
                     f"config key 'report.tables.{table}.rows.{i}.run': unknown run {row['run']!r}"
                 )
+    needed_for = {"toy": "split", "file": "path", "hf": "hf"}
+    data_needs = {"toy": None, "file": "train_path", "hf": "hf"}[cfg["data"]["source"]]
+    if data_needs is not None and data_needs not in cfg["data"]:
+        raise ConfigError(
+            f"config key 'data.{data_needs}': required for source {cfg['data']['source']!r}"
+        )
     for bench, spec in cfg["benchmarks"].items():
-        needed = {"toy": "split", "file": "path"}[spec["source"]]
+        needed = needed_for[spec["source"]]
         if needed not in spec:
             raise ConfigError(
                 f"config key 'benchmarks.{bench}.{needed}': required for source {spec['source']!r}"
@@ -130,6 +136,11 @@ def run_identity(settings: Mapping[str, Any]) -> dict[str, Any]:
     if identity.get("schedule_steps") is None:
         identity["schedule_steps"] = settings["steps"]
     return identity
+
+
+def model_key(model: str) -> str:
+    """A file-system-safe name for a base model: ``Qwen/Qwen3-4B-Base`` -> ``Qwen--Qwen3-4B-Base``."""
+    return model.replace("/", "--")
 
 
 def fingerprint(settings: Mapping[str, Any]) -> str:

@@ -33,6 +33,13 @@ def test_srt_with_iqr_is_srt_plus_iqr():
     assert custom.iqr_k == 1.5
 
 
+@pytest.mark.parametrize(("name", "iqr_k"), [("srt", None), ("mgrpo", 0.75), ("intuitor", None)])
+def test_iqr_none_means_the_method_default(name, iqr_k):
+    # an explicit `iqr: None` (unset in a validated config) is the default: on for mgrpo only
+    method = method_from_settings({"method": name, "rollouts": 8, "iqr": None})
+    assert method.iqr_k == iqr_k
+
+
 def test_srt_ignores_iqr_k_unless_iqr_is_on():
     method = method_from_settings({"method": "srt", "rollouts": 8, "iqr_k": 1.5})
     assert method.iqr_k is None

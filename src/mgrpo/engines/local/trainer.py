@@ -81,13 +81,15 @@ class LocalTrainer:
     """Holds the models and optimizer of one chunk; :meth:`step` is one RL update."""
 
     def __init__(self, settings: Mapping[str, Any]):
-        self.settings = dict(settings)
+        # The run length is not a training setting (raising it appends chunks); the LR
+        # horizon is `schedule_steps`, filled in from `steps` when unset.
+        self.settings = run_identity(settings)
         self.method: Method = method_from_settings(self.settings)
         self.device = lm.pick_device(self.settings["device"])
         torch.set_num_threads(self.settings["threads"])
         if self.settings["engine"] != "local":
             raise ValueError(f"engine {self.settings['engine']!r} is not the local engine")
-        self.identity = fingerprint(run_identity(self.settings))
+        self.identity = fingerprint(self.settings)
         self.equal = math_verify_equal if settings["answer_equivalence"] == "math_verify" else None
         problems = read_problems(self.settings["train_data"])
         self.problems = problems
