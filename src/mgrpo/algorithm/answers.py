@@ -66,9 +66,9 @@ def normalize_answer(answer: str) -> str:
     s = _TEXT_WRAPPER.sub(r"\1", s)
     for token in _REMOVE:
         s = s.replace(token, "")
+    s = "".join(s.split())
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", s)
-    s = "".join(s.split())
     s = s.rstrip(".")
     if s.startswith(("x=", "y=", "k=", "n=")) and len(s) > 2:
         s = s[2:]

@@ -131,23 +131,24 @@ def sample(
 ) -> RolloutBatch:
     """Batched ancestral sampling with a KV cache; ``temperature == 0`` means greedy.
 
-    All randomness comes from ``generator``, so a saved generator state reproduces the samples.
+    Rows that emit EOS leave the batch (their KV cache rows are dropped), so short answers do not
+    pay for long ones. All randomness comes from ``generator``: a saved generator state
+    reproduces the samples.
     """
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
-    ids, mask = left_pad(prompts, pad_token_id, device)
+    ids, prompt_mask = left_pad(prompts, pad_token_id, device)
     batch, prompt_len = ids.shape
-    cache = DynamicCache()
-    positions = _positions(mask)
-    tokens: list[torch.Tensor] = []
-    alive: list[torch.Tensor] = []
+    response = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    lengths = torch.zeros(batch, dtype=torch.long, device=device)
     entropy_sum = torch.zeros(batch, device=device)
     certainty_sum = torch.zeros(batch, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    step_ids, step_pos = ids, positions
+    active = torch.arange(batch, device=device)  # original row of each row still decoding
+    cache = DynamicCache()
+    mask, step_ids, step_pos = prompt_mask, ids, _positions(prompt_mask)
     with autocast(device):
-        for _ in range(max_new_tokens):
+        for t in range(max_new_tokens):
             out = model(
                 input_ids=step_ids,
                 attention_mask=mask,
@@ -163,28 +164,29 @@ def sample(
                 nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
             else:
                 nxt = logits.argmax(-1)
-            entropy_sum += torch.where(finished, 0.0, token_entropy(logits))
-            certainty_sum += torch.where(finished, 0.0, token_self_certainty(logits))
-            nxt = torch.where(finished, torch.full_like(nxt, pad_token_id), nxt)
-            alive.append(~finished)
-            tokens.append(nxt)
-            finished = finished | (nxt == eos_token_id)
-            if bool(finished.all()):
+            response[active, t] = nxt
+            lengths[active] += 1
+            entropy_sum[active] += token_entropy(logits)
+            certainty_sum[active] += token_self_certainty(logits)
+            running = nxt != eos_token_id
+            if not bool(running.any()):
                 break
+            if not bool(running.all()):
+                keep = running.nonzero().squeeze(1)
+                active, nxt, mask, step_pos = active[keep], nxt[keep], mask[keep], step_pos[keep]
+                cache.batch_select_indices(keep)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
-    response = torch.stack(tokens, dim=1)
-    response_mask = torch.stack(alive, dim=1)
-    input_ids = torch.cat([ids, response], dim=1)
-    attention_mask = torch.cat([mask[:, :prompt_len], response_mask.long()], dim=1)
-    lengths = response_mask.sum(-1).clamp_min(1)
+    width = int(lengths.max())
+    response = response[:, :width]
+    response_mask = torch.arange(width, device=device)[None, :] < lengths[:, None]
     return RolloutBatch(
-        input_ids,
-        attention_mask,
-        response_mask,
-        prompt_len,
-        gen_entropy=entropy_sum / lengths,
-        gen_self_certainty=certainty_sum / lengths,
+        input_ids=torch.cat([ids, response], dim=1),
+        attention_mask=torch.cat([prompt_mask, response_mask.long()], dim=1),
+        response_mask=response_mask,
+        prompt_len=prompt_len,
+        gen_entropy=entropy_sum / lengths.clamp_min(1),
+        gen_self_certainty=certainty_sum / lengths.clamp_min(1),
     )
 
 

@@ -104,6 +104,9 @@ class LocalTrainer:
         self.cursor = DataCursor(seed=self.settings["seed"], size=len(problems))
         self.sampler_rng = torch.Generator(device=self.device)
         self.step_index = 0
+        # The KL anchor is the frozen base model (never the momentum policy).
+        if self.settings["kl_coef"] > 0:
+            self.reference = lm.load_model(self.settings["model_path"], self.device)
 
     # ----------------------------------------------------------------- state
     def start_fresh(self) -> None:
@@ -146,7 +149,11 @@ class LocalTrainer:
             torch_rng=torch.get_rng_state(),
             schedule={k: self.settings[k] for k in ("lr", "lr_schedule", "warmup_ratio")},
         )
-        manifest = {"run": self.settings["run"], "identity": self.identity, "method": self.method.label}
+        manifest = {
+            "run": self.settings["run"],
+            "identity": self.identity,
+            "method": self.method.label,
+        }
         save_checkpoint(
             path,
             policy=self.policy,
@@ -165,8 +172,6 @@ class LocalTrainer:
             eps=s["adam_eps"],
             weight_decay=s["weight_decay"],
         )
-        if s["kl_coef"] > 0 and self.reference is None:
-            self.reference = lm.load_model(s["model_path"], self.device)
 
     # ------------------------------------------------------------------ step
     def _sample(self, model: Any, prompts: list[list[int]], copies: int) -> lm.RolloutBatch:
