@@ -38,7 +38,9 @@ def cmd_validate(args: argparse.Namespace) -> None:
     for name in config["runs"]:
         settings = resolve_run(config, name)
         steps = checkpoint_steps(settings)
-        print(f"{name}: method={settings['method']} engine={settings['engine']} checkpoints={steps}")
+        print(
+            f"{name}: method={settings['method']} engine={settings['engine']} checkpoints={steps}"
+        )
     print(f"benchmarks: {', '.join(config['benchmarks'])}")
 
 
@@ -99,7 +101,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     }
     write_parquet(args.records, pd.DataFrame.from_records(records))
     write_json(args.out, result)  # last: its existence means the evaluation is complete
-    log.info("%s step %s %s: accuracy %.4f", args.run, args.step, args.benchmark, result["accuracy"])
+    log.info(
+        "%s step %s %s: accuracy %.4f", args.run, args.step, args.benchmark, result["accuracy"]
+    )
 
 
 def cmd_copy_eval(args: argparse.Namespace) -> None:

@@ -116,9 +116,14 @@ def resolve_run(config: Mapping[str, Any], name: str) -> dict[str, Any]:
             f"steps={settings['steps']}"
         )
     horizon = settings["schedule_steps"]
-    if horizon is not None and settings["steps"] > horizon:
+    if (
+        horizon is not None
+        and settings["steps"] > horizon
+        and settings["lr_schedule"] != "constant"
+    ):
         raise ConfigError(
-            f"config key '{where}.steps': {settings['steps']} exceeds schedule_steps={horizon}"
+            f"config key '{where}.steps': {settings['steps']} exceeds schedule_steps={horizon}, "
+            f"after which the {settings['lr_schedule']} schedule has decayed to its floor"
         )
     from mgrpo.algorithm.methods import method_from_settings
 
@@ -139,7 +144,7 @@ def run_identity(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def model_key(model: str) -> str:
-    """A file-system-safe name for a base model: ``Qwen/Qwen3-4B-Base`` -> ``Qwen--Qwen3-4B-Base``."""
+    """File-system-safe name of a base model: ``Qwen/Qwen3-4B-Base`` -> ``Qwen--Qwen3-4B-Base``."""
     return model.replace("/", "--")
 
 

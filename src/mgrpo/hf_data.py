@@ -48,7 +48,9 @@ def load_hf_problems(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
         question = str(item[spec["question_field"]]).strip()
         rows.append(
             {
-                "id": str(item[spec["id_field"]]) if spec.get("id_field") else f"{spec['split']}-{i:05d}",
+                "id": str(item[spec["id_field"]])
+                if spec.get("id_field")
+                else f"{spec['split']}-{i:05d}",
                 "question": f"{question}\n{instruction}" if instruction else question,
                 "answer": None if answer is None else str(answer),
             }

@@ -171,7 +171,9 @@ def test_full_run_writes_every_output(finished_run: Path) -> None:
     for run in ("srt", "mgrpo_iqr"):
         for step in (0, 2, 4):
             for bench in ("test", "hard"):
-                summary = yaml.safe_load((results / f"eval/{run}/step{step}/{bench}.json").read_text())
+                summary = yaml.safe_load(
+                    (results / f"eval/{run}/step{step}/{bench}.json").read_text()
+                )
                 assert (summary["run"], summary["step"], summary["benchmark"]) == (run, step, bench)
                 assert 0.0 <= summary["accuracy"] <= 1.0
                 assert summary["problems"] == {"test": 24, "hard": 16}[bench]

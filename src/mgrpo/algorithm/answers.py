@@ -1,7 +1,8 @@
 """Final-answer extraction and normalisation.
 
 A rollout's answer is the content of its *last* ``\\boxed{...}``. Answers are normalised to a
-canonical string so that equivalent answers (``0.5``, ``\\frac12``, ``\\dfrac{1}{2}``) vote together.
+canonical string so that equivalent answers (``0.5``, ``\\frac12``, ``\\dfrac{1}{2}``) vote
+together.
 Cheap string rules handle the common cases; math-verify merges the symbolic leftovers
 (see :func:`merge_equivalent`). No box, or an empty one, means *no answer*: it does not vote
 and earns reward 0.
@@ -17,17 +18,17 @@ from decimal import Decimal, InvalidOperation
 # `\boxed{` (content follows, braces balanced by hand) or `\boxed 5` (one bare token).
 _BOX = re.compile(r"\\(?:boxed|fbox)(?:\s*\{|\s+(?P<token>[^\s${}]+))")
 
+
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``; nested braces allowed.
 
     ``\\boxed 5`` (a single token, no braces) is accepted too. Returns ``None`` if there is no box
     or the last box is never closed.
     """
-    match = None
-    for match in _BOX.finditer(text):
-        pass
-    if match is None:
+    matches = list(_BOX.finditer(text))
+    if not matches:
         return None
+    match = matches[-1]
     if match.group("token") is not None:
         return match.group("token")
     depth = 0
@@ -78,7 +79,10 @@ def normalize_answer(answer: str) -> str:
 
 
 def _canonical_number(s: str) -> str | None:
-    """``"1,000"`` -> ``"1000"``, ``"3.50"`` -> ``"3.5"``, ``"-0"`` -> ``"0"``; None if not a number."""
+    """Canonical decimal: ``1,000`` -> ``1000``, ``3.50`` -> ``3.5``, ``-0`` -> ``0``.
+
+    None if ``s`` is not a plain number.
+    """
     plain = s.replace(",", "") if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s) else s
     if not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)", plain):
         return None

@@ -8,9 +8,7 @@ import torch
 
 
 @torch.no_grad()
-def ema_update_(
-    momentum: Sequence[torch.Tensor], policy: Iterable[torch.Tensor], m: float
-) -> None:
+def ema_update_(momentum: Sequence[torch.Tensor], policy: Iterable[torch.Tensor], m: float) -> None:
     """In place ``theta_k <- m * theta_k + (1 - m) * theta_q`` for every tensor pair.
 
     ``momentum`` must be float32: at m = 0.99 a bf16 EMA would round most of each 1 % step away.

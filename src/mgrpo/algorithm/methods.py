@@ -47,7 +47,8 @@ def method_from_settings(settings: dict[str, Any]) -> Method:
     """Build a :class:`Method` from a run's validated settings.
 
     ``rollouts`` is G. For ``mgrpo``, ``momentum_rollouts`` defaults to G/4 (paper); every other
-    method samples all G from the policy. ``iqr`` switches the filter on with ``iqr_k`` (None: on for mgrpo only).
+    method samples all G from the policy. ``iqr`` switches the filter on with ``iqr_k``
+    (None: on for mgrpo only).
     """
     name = settings["method"]
     if name not in METHOD_REWARDS:
@@ -57,9 +58,7 @@ def method_from_settings(settings: dict[str, Any]) -> Method:
     if name == "mgrpo":
         n_momentum = max(1, group // 4) if requested is None else int(requested)
         if not 1 <= n_momentum < group:
-            raise ValueError(
-                f"momentum_rollouts: mgrpo needs 1 <= N < G={group}, got {n_momentum}"
-            )
+            raise ValueError(f"momentum_rollouts: mgrpo needs 1 <= N < G={group}, got {n_momentum}")
     else:
         if requested:
             raise ValueError(

@@ -9,13 +9,13 @@ normalisation (and math-verify equivalence, unless ``answer_equivalence`` is ``e
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mgrpo.algorithm.answers import extract_answer, math_verify_equal
+from mgrpo.algorithm.answers import Equivalence, extract_answer, math_verify_equal
 from mgrpo.algorithm.voting import majority_vote
 from mgrpo.data import read_problems
 from mgrpo.engines.local import lm
@@ -40,7 +40,7 @@ def evaluate_model(
     tokenizer = lm.load_tokenizer(model_dir)
     model = lm.load_model(model_dir, device)
     prompt_ids = lm.encode_prompts(tokenizer, problems.questions[:count], max_tokens=1 << 30)
-    equal = math_verify_equal if spec.get("answer_equivalence", "math_verify") == "math_verify" else None
+    equal = math_verify_equal if spec["answer_equivalence"] == "math_verify" else None
     k = spec["samples"]
     rows = [(i, j) for i in range(count) for j in range(k)]
     generator = torch.Generator(device=device).manual_seed(spec["seed"])
@@ -59,42 +59,60 @@ def evaluate_model(
         texts.extend(tokenizer.batch_decode(batch.responses, skip_special_tokens=True))
         lengths.extend(batch.response_mask.sum(-1).tolist())
 
+    summary, records = grade_samples(
+        texts, lengths, problems.ids[:count], problems.answers[:count], k, equal
+    )
+    summary["sampling"] = {
+        "temperature": spec["temperature"],
+        "max_new_tokens": spec["max_new_tokens"],
+        "seed": spec["seed"],
+    }
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    return summary, records
+
+
+def grade_samples(
+    texts: Sequence[str],
+    lengths: Sequence[int],
+    ids: Sequence[str],
+    truths: Sequence[str],
+    k: int,
+    equal: Equivalence | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score ``k`` consecutive samples per problem: avg@k, maj@k, answer rate, records."""
+    if len(texts) != k * len(ids):
+        raise ValueError(f"expected {k} samples for each of {len(ids)} problems, got {len(texts)}")
+
+    def matches(answer: str | None, truth: str) -> bool:
+        return answer is not None and (
+            answer == truth or (equal is not None and equal(truth, answer))
+        )
+
     records = []
     majority_correct = 0
-    for i in range(count):
-        truth = problems.answers[i]
+    for i, (problem_id, truth) in enumerate(zip(ids, truths, strict=True)):
         answers = [extract_answer(texts[i * k + j]) for j in range(k)]
-        correct = [a is not None and (a == truth or (equal is not None and equal(truth, a))) for a in answers]
-        vote = majority_vote(answers)
-        majority_correct += vote.label is not None and (
-            vote.label == truth or (equal is not None and equal(truth, vote.label))
-        )
-        for j in range(k):
+        majority_correct += matches(majority_vote(answers).label, truth)
+        for j, answer in enumerate(answers):
             records.append(
                 {
-                    "problem_id": problems.ids[i],
+                    "problem_id": problem_id,
                     "sample": j,
                     "response": texts[i * k + j],
-                    "answer": answers[j],
+                    "answer": answer,
                     "ground_truth": truth,
-                    "correct": correct[j],
+                    "correct": matches(answer, truth),
                     "response_tokens": int(lengths[i * k + j]),
                 }
             )
     n = len(records)
     summary = {
         "accuracy": sum(r["correct"] for r in records) / n,
-        "majority_accuracy": majority_correct / count,
+        "majority_accuracy": majority_correct / len(ids),
         "answer_rate": sum(r["answer"] is not None for r in records) / n,
         "mean_response_tokens": sum(lengths) / n,
-        "problems": count,
+        "problems": len(ids),
         "samples_per_problem": k,
         "samples": n,
-        "sampling": {
-            "temperature": spec["temperature"],
-            "max_new_tokens": spec["max_new_tokens"],
-            "seed": spec["seed"],
-        },
-        "seconds": round(time.perf_counter() - t0, 2),
     }
     return summary, records

@@ -51,9 +51,12 @@ class FigureData:
     benchmarks: Sequence[str]
     select_on: str
 
-    def color(self, run: str) -> str:
-        """One colour per run, the same in every figure."""
-        return f"C{list(self.runs).index(run) % 10}"
+    def color(self, run: str) -> Any:
+        """One colour per run, the same in every figure (distinct for up to 20 runs)."""
+        index = list(self.runs).index(run)
+        if len(self.runs) <= 10:
+            return f"C{index}"
+        return plt.get_cmap("tab20")(index % 20)
 
     def verdict(self, run: str) -> Mapping[str, Any]:
         return self.collapse.set_index("run").loc[run].to_dict()

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from mgrpo.toy.problems import perturb_answer
 from mgrpo.engines.local.lm import (
     RolloutBatch,
     encode_prompts,
@@ -22,6 +21,7 @@ from mgrpo.engines.local.lm import (
     response_logits,
     token_log_probs,
 )
+from mgrpo.toy.problems import perturb_answer
 
 
 def supervised_batch(
@@ -80,8 +80,10 @@ def warm_start(
     generator = torch.Generator().manual_seed(seed)
     losses = []
     for step in range(steps):
-        scale = (step + 1) / warmup if step < warmup else 0.5 * (
-            1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))
+        scale = (
+            (step + 1) / warmup
+            if step < warmup
+            else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
         )
         for group in optimizer.param_groups:
             group["lr"] = lr * scale

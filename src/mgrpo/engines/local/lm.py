@@ -66,7 +66,9 @@ def encode_prompts(tokenizer: Any, questions: Sequence[str], max_tokens: int) ->
     for q in questions:
         ids = tokenizer(render_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]
         if len(ids) > max_tokens:
-            raise ValueError(f"prompt has {len(ids)} tokens > max_prompt_tokens={max_tokens}: {q!r}")
+            raise ValueError(
+                f"prompt has {len(ids)} tokens > max_prompt_tokens={max_tokens}: {q!r}"
+            )
         encoded.append(ids)
     return encoded
 
@@ -201,9 +203,19 @@ def concat_batches(batches: Sequence[RolloutBatch], pad_token_id: int) -> Rollou
         return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
 
     return RolloutBatch(
-        input_ids=torch.cat([torch.cat([b.input_ids[:, :prompt_len], pad(b.responses, pad_token_id)], 1) for b in batches]),
+        input_ids=torch.cat(
+            [
+                torch.cat([b.input_ids[:, :prompt_len], pad(b.responses, pad_token_id)], 1)
+                for b in batches
+            ]
+        ),
         attention_mask=torch.cat(
-            [torch.cat([b.attention_mask[:, :prompt_len], pad(b.attention_mask[:, prompt_len:], 0)], 1) for b in batches]
+            [
+                torch.cat(
+                    [b.attention_mask[:, :prompt_len], pad(b.attention_mask[:, prompt_len:], 0)], 1
+                )
+                for b in batches
+            ]
         ),
         response_mask=torch.cat([pad(b.response_mask, 0).bool() for b in batches]),
         prompt_len=prompt_len,
@@ -217,7 +229,9 @@ def micro_batches(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
-def response_logits(model: Any, batch: RolloutBatch, rows: slice, temperature: float) -> torch.Tensor:
+def response_logits(
+    model: Any, batch: RolloutBatch, rows: slice, temperature: float
+) -> torch.Tensor:
     """Temperature-scaled fp32 logits predicting each response token: ``(b, T, V)``."""
     ids = batch.input_ids[rows]
     mask = batch.attention_mask[rows]

@@ -83,7 +83,9 @@ class ChunkRecorder:
         self.metrics.append(metrics)
         self.pending.extend(records)
 
-    def checkpoint(self, step: int, save: Callable[[Path], None], identity: str, start: int, end: int) -> None:
+    def checkpoint(
+        self, step: int, save: Callable[[Path], None], identity: str, start: int, end: int
+    ) -> None:
         """Persist a resume state at ``step``; the pointer is updated only once it is complete."""
         state = f"state-step{step}"
         save(self.dir / state)

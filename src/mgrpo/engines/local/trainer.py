@@ -255,7 +255,9 @@ class LocalTrainer:
         self.step_index += 1
         metrics = self._metrics(groups, pools, is_momentum, entropy_list, batch, update)
         metrics.update(step_time=time.perf_counter() - t0, sample_time=t_sample)
-        records = self._records(groups, pools, prompt_index, texts, entropy_list, is_momentum, certainty)
+        records = self._records(
+            groups, pools, prompt_index, texts, entropy_list, is_momentum, certainty
+        )
         return metrics, records
 
     def _update(
@@ -275,11 +277,21 @@ class LocalTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if tokens == 0:
-            return {"lr": lr, "loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
+            return {
+                "lr": lr,
+                "loss": 0.0,
+                "pg_loss": 0.0,
+                "kl": 0.0,
+                "clip_frac": 0.0,
+                "grad_norm": 0.0,
+            }
         ref = None
         if self.reference is not None:
             ref = lm.score(
-                self.reference, sub, temperature=s["temperature"], micro_batch_size=s["micro_batch_size"]
+                self.reference,
+                sub,
+                temperature=s["temperature"],
+                micro_batch_size=s["micro_batch_size"],
             ).log_prob
         self.policy.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -307,7 +319,9 @@ class LocalTrainer:
             totals["clip_frac"] += out.clip_frac
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), s["grad_clip"])
         if not torch.isfinite(grad_norm):
-            raise TrainingDiverged(f"step {self.step_index + 1}: gradient norm is {grad_norm.item()}")
+            raise TrainingDiverged(
+                f"step {self.step_index + 1}: gradient norm is {grad_norm.item()}"
+            )
         self.optimizer.step()
         return {"lr": lr, **totals, "grad_norm": grad_norm.item()}
 
@@ -386,7 +400,9 @@ def train_chunk(settings: Mapping[str, Any], start: int, end: int, paths: ChunkP
     else:
         trainer.load(paths.init)
         if trainer.step_index != start:
-            raise ValueError(f"{paths.init}: checkpoint is at step {trainer.step_index}, not {start}")
+            raise ValueError(
+                f"{paths.init}: checkpoint is at step {trainer.step_index}, not {start}"
+            )
 
     every = settings["resume_every"]
     with tqdm(total=end - start, initial=trainer.step_index - start, desc=settings["run"]) as bar:

@@ -1,0 +1,58 @@
+"""Evaluation: grading by hand, and a real evaluation of the tiny toy model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mgrpo.algorithm.answers import math_verify_equal
+from mgrpo.evaluation.local import evaluate_model, grade_samples
+
+SPEC = {
+    "samples": 2,
+    "temperature": 0.8,
+    "max_new_tokens": 12,
+    "limit": 5,
+    "seed": 0,
+    "micro_batch_size": 4,
+    "device": "cpu",
+    "threads": 1,
+    "answer_equivalence": "math_verify",
+}
+
+
+def test_grading_avg_and_majority_at_k_by_hand() -> None:
+    texts = [
+        "\\boxed{0.5}",  # p1: equal to 1/2 symbolically
+        "\\boxed{3}",
+        "\\boxed{3}",  # p1: maj@3 = "3", wrong
+        "no answer",  # p2
+        "\\boxed{7}",
+        "\\boxed{7}",  # p2: maj@3 = "7", right
+    ]
+    summary, records = grade_samples(
+        texts, [1] * 6, ["p1", "p2"], ["\\frac{1}{2}", "7"], 3, math_verify_equal
+    )
+    assert [r["correct"] for r in records] == [True, False, False, False, True, True]
+    assert summary["accuracy"] == pytest.approx(3 / 6)
+    assert summary["majority_accuracy"] == pytest.approx(1 / 2)
+    assert summary["answer_rate"] == pytest.approx(5 / 6)
+    exact, _ = grade_samples(texts, [1] * 6, ["p1", "p2"], ["\\frac{1}{2}", "7"], 3, None)
+    assert exact["accuracy"] == pytest.approx(2 / 6)
+
+
+def test_grading_refuses_a_wrong_sample_count() -> None:
+    with pytest.raises(ValueError, match="expected 2 samples for each of 2 problems, got 3"):
+        grade_samples(["a"] * 3, [1] * 3, ["p1", "p2"], ["1", "2"], 2, None)
+
+
+def test_evaluation_of_a_checkpoint_is_reproducible(toy_dir: Path) -> None:
+    problems = toy_dir / "data" / "test.parquet"
+    summary, records = evaluate_model(toy_dir / "model", problems, SPEC)
+    again, _ = evaluate_model(toy_dir / "model", problems, SPEC)
+    assert summary["accuracy"] == again["accuracy"]
+    assert (summary["problems"], summary["samples"]) == (5, 10)
+    assert len(records) == 10
+    assert summary["accuracy"] == pytest.approx(sum(r["correct"] for r in records) / 10)
+    assert summary["sampling"] == {"temperature": 0.8, "max_new_tokens": 12, "seed": 0}

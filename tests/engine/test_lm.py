@@ -1,0 +1,98 @@
+"""Sampling and scoring plumbing of the local engine, on the tiny toy model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mgrpo.algorithm.entropy import trajectory_mean
+from mgrpo.data import read_problems
+from mgrpo.engines.local import lm
+
+
+@pytest.fixture(scope="module")
+def model_and_prompts(toy_dir: Path):
+    tokenizer = lm.load_tokenizer(toy_dir / "model")
+    model = lm.load_model(toy_dir / "model", torch.device("cpu"))
+    questions = read_problems(toy_dir / "data" / "test.parquet").questions[:6]
+    return model, tokenizer, lm.encode_prompts(tokenizer, questions, max_tokens=128)
+
+
+def draw(model, tokenizer, prompts, seed: int, temperature: float = 1.0, max_new: int = 12):
+    return lm.sample(
+        model,
+        prompts,
+        temperature=temperature,
+        max_new_tokens=max_new,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def test_same_generator_state_reproduces_samples(model_and_prompts) -> None:
+    model, tokenizer, prompts = model_and_prompts
+    a, b = draw(model, tokenizer, prompts, 3), draw(model, tokenizer, prompts, 3)
+    assert torch.equal(a.input_ids, b.input_ids)
+    assert torch.equal(a.gen_entropy, b.gen_entropy)
+
+
+def test_response_mask_ends_at_eos_and_padding_follows(model_and_prompts) -> None:
+    model, tokenizer, prompts = model_and_prompts
+    batch = draw(model, tokenizer, prompts, 0, max_new=30)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    for row, mask in zip(batch.responses, batch.response_mask, strict=True):
+        length = int(mask.sum())
+        assert mask[:length].all() and not mask[length:].any()  # one contiguous prefix
+        assert (row[length:] == pad).all()
+        eos_positions = (row[:length] == eos).nonzero().flatten().tolist()
+        assert eos_positions in ([], [length - 1])  # EOS only as the last response token
+    assert batch.attention_mask[:, batch.prompt_len :].bool().equal(batch.response_mask)
+
+
+def test_scoring_matches_an_unpadded_forward_pass(model_and_prompts) -> None:
+    """Left padding, position ids and the sampler's entropies agree with a plain forward pass."""
+    model, tokenizer, prompts = model_and_prompts
+    temperature = 1.3
+    batch = draw(model, tokenizer, prompts, 1, temperature=temperature, max_new=20)
+    stats = lm.score(model, batch, temperature=temperature, micro_batch_size=4, entropy=True)
+    sampler_entropy = batch.gen_entropy
+    assert trajectory_mean(stats.entropy, batch.response_mask) == pytest.approx(
+        sampler_entropy, abs=1e-5
+    )
+    for i, prompt in enumerate(prompts):
+        length = int(batch.response_mask[i].sum())
+        full = torch.tensor([prompt + batch.responses[i, :length].tolist()])
+        with torch.no_grad():
+            logits = model(input_ids=full).logits[0, len(prompt) - 1 : -1].float() / temperature
+        expected = lm.token_log_probs(logits, full[0, len(prompt) :])
+        assert stats.log_prob[i, :length] == pytest.approx(expected, abs=1e-5)
+
+
+def test_greedy_is_deterministic_without_a_seed(model_and_prompts) -> None:
+    model, tokenizer, prompts = model_and_prompts
+    a = draw(model, tokenizer, prompts, 0, temperature=0.0)
+    b = draw(model, tokenizer, prompts, 99, temperature=0.0)
+    assert torch.equal(a.input_ids, b.input_ids)
+
+
+def test_concat_and_select_keep_rows_aligned(model_and_prompts) -> None:
+    model, tokenizer, prompts = model_and_prompts
+    short = draw(model, tokenizer, prompts, 0, max_new=3)
+    long = draw(model, tokenizer, prompts, 1, max_new=9)
+    both = lm.concat_batches([short, long], tokenizer.pad_token_id)
+    assert len(both) == 2 * len(prompts)
+    assert torch.equal(
+        both.response_mask[: len(prompts), : short.responses.shape[1]], short.response_mask
+    )
+    picked = both.select([len(prompts), 0])
+    assert torch.equal(picked.input_ids[1, : short.input_ids.shape[1]], short.input_ids[0])
+    assert picked.gen_entropy[0] == long.gen_entropy[0]
+
+
+def test_overlong_prompt_is_an_error_naming_it(model_and_prompts) -> None:
+    _, tokenizer, _ = model_and_prompts
+    with pytest.raises(ValueError, match="max_prompt_tokens=3"):
+        lm.encode_prompts(tokenizer, ["Compute 12+3+4."], max_tokens=3)

@@ -1,0 +1,129 @@
+"""Config validation: defaults, cross-key rules, run resolution and identity."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from support import REPO
+
+from mgrpo.config import (
+    ConfigError,
+    checkpoint_steps,
+    fingerprint,
+    load_config,
+    model_key,
+    resolve_run,
+    run_identity,
+    validate_config,
+)
+
+MINIMAL = {"runs": {"a": {}}, "benchmarks": {"t": {"source": "toy", "split": "test"}}}
+
+
+def test_defaults_are_filled_in() -> None:
+    cfg = validate_config(MINIMAL)
+    assert cfg["training"]["lr"] == 1e-6  # the paper's learning rate
+    assert cfg["training"]["iqr_k"] == 0.75
+    assert cfg["benchmarks"]["t"]["temperature"] == 0.8
+    assert cfg["data"]["toy"]["splits"]["train"] == 2000
+    assert cfg["report"]["collapse_margin"] == 0.05
+
+
+def test_input_is_not_mutated() -> None:
+    raw = copy.deepcopy(MINIMAL)
+    validate_config(raw)
+    assert raw == MINIMAL
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"training": {"lr": -1}}, "training.lr"),
+        ({"training": {"method": "ppo"}}, "training.method"),
+        ({"training": {"nonsense": 1}}, "training"),
+        ({"runs": {"a": {"rollouts": 0}}}, "runs.a.rollouts"),
+        ({"runs": {"a": {"steps": 10, "chunk_steps": 3}}}, "runs.a.chunk_steps"),
+        ({"runs": {"a": {"method": "srt", "momentum_rollouts": 2}}}, "runs.a.momentum_rollouts"),
+        (
+            {"runs": {"a": {"method": "mgrpo", "rollouts": 4, "momentum_rollouts": 4}}},
+            "runs.a.momentum_rollouts",
+        ),
+        (
+            {
+                "runs": {
+                    "a": {
+                        "steps": 20,
+                        "chunk_steps": 10,
+                        "schedule_steps": 10,
+                        "lr_schedule": "cosine",
+                    }
+                }
+            },
+            "runs.a.steps",
+        ),
+        ({"runs": {"base": {}}}, "runs"),
+        ({"benchmarks": {"t": {"source": "toy"}}}, "benchmarks.t.split"),
+        ({"benchmarks": {"t": {"source": "toy", "split": "nope"}}}, "benchmarks.t.split"),
+        ({"report": {"select_on": "missing"}}, "report.select_on"),
+        ({"data": {"source": "hf"}}, "data.hf"),
+    ],
+)
+def test_errors_name_the_key(patch: dict, key: str) -> None:
+    raw = copy.deepcopy(MINIMAL)
+    for section, value in patch.items():
+        raw[section] = (
+            value
+            if section in ("runs", "benchmarks", "data")
+            else {**raw.get(section, {}), **value}
+        )
+    with pytest.raises(ConfigError, match=f"config key '{key}'"):
+        validate_config(raw)
+
+
+def test_run_overrides_shared_training_settings() -> None:
+    cfg = validate_config(
+        {**MINIMAL, "training": {"lr": 2e-5, "rollouts": 16}, "runs": {"a": {"rollouts": 8}}}
+    )
+    settings = resolve_run(cfg, "a")
+    assert (settings["lr"], settings["rollouts"], settings["run"]) == (2e-5, 8, "a")
+
+
+def test_identity_excludes_only_the_run_length() -> None:
+    cfg = validate_config(
+        {**MINIMAL, "training": {"steps": 100, "chunk_steps": 50, "schedule_steps": 400}}
+    )
+    longer = validate_config(
+        {**MINIMAL, "training": {"steps": 200, "chunk_steps": 50, "schedule_steps": 400}}
+    )
+    a, b = resolve_run(cfg, "a"), resolve_run(longer, "a")
+    assert fingerprint(run_identity(a)) == fingerprint(run_identity(b))
+    other_lr = {**a, "lr": 3e-6}
+    assert fingerprint(run_identity(other_lr)) != fingerprint(run_identity(a))
+
+
+def test_unset_horizon_follows_steps() -> None:
+    settings = resolve_run(
+        validate_config({**MINIMAL, "training": {"steps": 300, "chunk_steps": 100}}), "a"
+    )
+    assert run_identity(settings)["schedule_steps"] == 300
+    assert checkpoint_steps(settings) == [100, 200, 300]
+
+
+def test_model_key_is_path_safe() -> None:
+    assert model_key("Qwen/Qwen3-4B-Base") == "Qwen--Qwen3-4B-Base"
+    assert model_key("toy") == "toy"
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "experiments/toy-sweep.yaml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    cfg = load_config(REPO / "config" / name)
+    for run in cfg["runs"]:
+        resolve_run(cfg, run)
+
+
+def test_load_config_names_the_file(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("runs: {a: {lr: 0}}\nbenchmarks: {t: {source: toy, split: test}}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: config key 'runs.a.lr'"):
+        load_config(path)
