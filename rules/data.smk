@@ -38,6 +38,8 @@ rule hf_problems:
         "results/data/hf/{dataset}.parquet",
     log:
         "results/logs/data/hf/{dataset}.log",
+    benchmark:
+        "results/benchmarks/data/hf/{dataset}.tsv"
     conda:
         "../envs/core.yaml"
     params:
