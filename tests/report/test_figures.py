@@ -108,9 +108,9 @@ def test_every_figure_is_a_readable_png(tmp_path, runs, null_metrics):
         assert (out / f"{name}.png").stat().st_size > 10_000, name
 
 
-def figure_data(runs: dict) -> FigureData:
+def figure_data(runs: dict, curves: dict = CURVES) -> FigureData:
     evals = pd.DataFrame(
-        [(run, s, b, a) for run in runs for s, a in zip(STEPS, CURVES[run], strict=True)
+        [(run, s, b, a) for run in runs for s, a in zip(STEPS, curves[run], strict=True)
          for b in BENCHMARKS],
         columns=["run", "step", "benchmark", "accuracy"],
     )  # fmt: skip
@@ -150,6 +150,10 @@ def test_fig2_splits_srt_and_mgrpo_or_falls_back_to_one_panel():
 
 def test_fig5_prefers_collapsed_runs_then_srt_by_drop():
     assert collapse_example(figure_data(RUNS)) == "srt"
+    # A collapsed SRT run is shown even when a non-SRT run collapsed harder (as in the paper).
+    harder = {**CURVES, "mg": [0.5, 0.9, 0.2, 0.1, 0.1]}
+    assert collapse_example(figure_data({"srt": RUNS["srt"], "mg": RUNS["mg"]}, harder)) == "srt"
+    assert collapse_example(figure_data({"mg": RUNS["mg"], "srt16": RUNS["srt16"]}, harder)) == "mg"
     stable = figure_data({"mg": RUNS["mg"], "srt16": RUNS["srt16"]})
     assert collapse_example(stable) == "srt16"
     fig = plot_collapse(stable)

@@ -185,13 +185,14 @@ def plot_reward_accuracy(data: FigureData) -> Figure:
 
 
 def collapse_example(data: FigureData) -> str:
-    """The run Figure 5 shows: largest drop among collapsed runs, else among SRT runs."""
+    """The run Figure 5 shows: like the paper's, a collapsing baseline if there is one.
+
+    Largest drop among collapsed SRT runs, else among all collapsed runs, else among SRT runs.
+    """
     frame = data.collapse
-    for candidates in (
-        frame[frame["collapsed"].astype(bool)],
-        frame[frame["run"].map(lambda r: data.runs[r]["method"] == "srt")],
-        frame,
-    ):
+    collapsed = frame["collapsed"].astype(bool)
+    srt = frame["run"].map(lambda r: data.runs[r]["method"] == "srt")
+    for candidates in (frame[collapsed & srt], frame[collapsed], frame[srt], frame):
         if not candidates.empty:
             return str(
                 candidates.sort_values("drop", ascending=False, kind="stable")["run"].iloc[0]
