@@ -31,27 +31,30 @@ TINY_TOY = {
 }
 
 
+# Training settings of the tiny runs: a few steps of a few rollouts, seconds on one core.
+TINY_TRAINING = {
+    "rollouts": 4,
+    "prompts_per_step": 2,
+    "max_new_tokens": 12,
+    "max_prompt_tokens": 64,
+    "lr": 1e-3,
+    "steps": 4,
+    "chunk_steps": 2,
+    "resume_every": 100,
+    "micro_batch_size": 3,
+    "device": "cpu",
+    "answer_equivalence": "exact",
+}
+
+
 def tiny_config(**training: Any) -> dict[str, Any]:
     """A full, validated config on the tiny toy task with one run named ``run``."""
     from mgrpo.config import validate_config
 
-    base = {
-        "rollouts": 4,
-        "prompts_per_step": 2,
-        "max_new_tokens": 12,
-        "max_prompt_tokens": 64,
-        "lr": 1e-3,
-        "steps": 4,
-        "chunk_steps": 2,
-        "resume_every": 100,
-        "micro_batch_size": 3,
-        "device": "cpu",
-        "answer_equivalence": "exact",
-    }
     return validate_config(
         {
             **TINY_TOY,
-            "training": {**base, **training},
+            "training": {**TINY_TRAINING, **training},
             "runs": {"run": {}},
             "benchmarks": {"test": {"source": "toy", "split": "test"}},
         }

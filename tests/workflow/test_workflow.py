@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import REPO, TINY_TOY
+from support import REPO, TINY_TOY, TINY_TRAINING
 
 from mgrpo.config import checkpoint_steps, load_config, resolve_run
 
@@ -59,17 +59,9 @@ def tiny_workflow_config() -> dict:
     return {
         **TINY_TOY,
         "training": {
-            "rollouts": 4,
-            "prompts_per_step": 2,
-            "max_new_tokens": 12,
-            "max_prompt_tokens": 64,
-            "lr": 1e-3,
-            "steps": 4,
-            "chunk_steps": 2,
+            **TINY_TRAINING,
             "schedule_steps": 8,  # fixed LR horizon: raising `steps` later appends chunks
             "micro_batch_size": 8,
-            "device": "cpu",
-            "answer_equivalence": "exact",
         },
         "runs": {"srt": {"method": "srt"}, "mgrpo_iqr": {"method": "mgrpo", "iqr": True}},
         "benchmarks": {
