@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 from support import tiny_config
 
+from mgrpo.algorithm.filtering import iqr_keep_mask
 from mgrpo.algorithm.groups import score_group
 from mgrpo.algorithm.methods import method_from_settings
 from mgrpo.config import resolve_run, run_identity
@@ -244,3 +245,35 @@ def test_lr_multiplier_constant_after_warmup() -> None:
         "lr_schedule": "constant",
     }
     assert [lr_multiplier(s, settings) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"method": "intuitor"},
+        {"method": "gt_grpo"},
+        {"method": "srt", "iqr": True},
+        {**MGRPO, "entropy_model": "generator"},
+    ],
+    ids=["intuitor", "gt_grpo", "srt_iqr", "mgrpo_generator_entropy"],
+)
+def test_every_method_trains_and_records_its_reward(
+    toy_dir: Path, tmp_path: Path, overrides: dict
+) -> None:
+    settings = settings_for(toy_dir, **overrides)
+    paths = chunk(settings, tmp_path, 0, 2, toy_dir / "model")
+    records = pd.read_parquet(paths.rollouts)
+    trained = records[records["trained"]]
+    assert len(trained) > 0
+    if overrides["method"] == "intuitor":
+        # Self-certainty is the reward itself: continuous, and recorded for every rollout.
+        assert trained["reward"].tolist() == pytest.approx(trained["self_certainty"].tolist())
+    elif overrides["method"] == "gt_grpo":
+        agree = (trained["answer"] == trained["ground_truth"]).fillna(False).astype(float)
+        assert trained["reward"].tolist() == agree.tolist()
+    else:
+        agree = (trained["answer"] == trained["pseudo_label"]).fillna(False).astype(float)
+        assert trained["reward"].tolist() == agree.tolist()
+    for _, pool in records.groupby(["step", "prompt_id"]):
+        expected = iqr_keep_mask(pool["entropy"].tolist(), 0.75) if overrides.get("iqr") else None
+        assert pool["kept"].tolist() == (expected or [True] * len(pool))
