@@ -96,3 +96,21 @@ def test_overlong_prompt_is_an_error_naming_it(model_and_prompts) -> None:
     _, tokenizer, _ = model_and_prompts
     with pytest.raises(ValueError, match="max_prompt_tokens=3"):
         lm.encode_prompts(tokenizer, ["Compute 12+3+4."], max_tokens=3)
+
+
+def test_any_listed_stop_token_ends_a_row(model_and_prompts) -> None:
+    model, tokenizer, prompts = model_and_prompts
+    plain = draw(model, tokenizer, prompts, 5, max_new=12)
+    # Stop also at whatever token the first row sampled first: that row must end right there.
+    first = int(plain.responses[0, 0])
+    both = lm.sample(
+        model,
+        prompts,
+        temperature=1.0,
+        max_new_tokens=12,
+        eos_token_id=[tokenizer.eos_token_id, first],
+        pad_token_id=tokenizer.pad_token_id,
+        generator=torch.Generator().manual_seed(5),
+    )
+    assert int(both.response_mask[0].sum()) == 1
+    assert lm.stop_token_ids(model, tokenizer) == [tokenizer.eos_token_id]

@@ -39,6 +39,7 @@ def evaluate_model(
         raise ValueError(f"{problems_path}: problem {missing[0]!r} has no answer to grade against")
     tokenizer = lm.load_tokenizer(model_dir)
     model = lm.load_model(model_dir, device)
+    stops = lm.stop_token_ids(model, tokenizer)
     prompt_ids = lm.encode_prompts(tokenizer, problems.questions[:count], max_tokens=1 << 30)
     equal = math_verify_equal if spec["answer_equivalence"] == "math_verify" else None
     k = spec["samples"]
@@ -52,7 +53,7 @@ def evaluate_model(
             [prompt_ids[i] for i, _ in rows[part]],
             temperature=spec["temperature"],
             max_new_tokens=spec["max_new_tokens"],
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=stops,
             pad_token_id=tokenizer.pad_token_id,
             generator=generator,
         )

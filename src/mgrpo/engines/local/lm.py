@@ -51,6 +51,19 @@ def load_model(path: str | Path, device: torch.device, trainable: bool = False) 
     return model
 
 
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Tokens that end a response: the tokenizer's EOS and the model's generation-config EOS.
+
+    Chat-templated base models (e.g. Qwen3-Base) may end a turn with ``<|im_end|>`` although
+    the tokenizer's EOS is ``<|endoftext|>``; both must stop sampling.
+    """
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is not None:
+        ids |= set(configured) if isinstance(configured, list | tuple) else {configured}
+    return sorted(i for i in ids if i is not None)
+
+
 def render_prompt(tokenizer: Any, question: str) -> str:
     """The text the model continues: the chat template if the tokenizer has one."""
     if getattr(tokenizer, "chat_template", None):
@@ -127,19 +140,22 @@ def sample(
     *,
     temperature: float,
     max_new_tokens: int,
-    eos_token_id: int,
+    eos_token_id: int | Sequence[int],
     pad_token_id: int,
     generator: torch.Generator,
 ) -> RolloutBatch:
     """Batched ancestral sampling with a KV cache; ``temperature == 0`` means greedy.
 
-    Rows that emit EOS leave the batch (their KV cache rows are dropped), so short answers do not
-    pay for long ones. All randomness comes from ``generator``: a saved generator state
-    reproduces the samples.
+    ``eos_token_id`` may list several stop tokens. Rows that emit one leave the batch (their KV
+    cache rows are dropped), so short answers do not pay for long ones. All randomness comes
+    from ``generator``: a saved generator state reproduces the samples.
     """
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
+    stops = torch.tensor(
+        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device
+    )
     ids, prompt_mask = left_pad(prompts, pad_token_id, device)
     batch, prompt_len = ids.shape
     response = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
@@ -170,7 +186,7 @@ def sample(
             lengths[active] += 1
             entropy_sum[active] += token_entropy(logits)
             certainty_sum[active] += token_self_certainty(logits)
-            running = nxt != eos_token_id
+            running = ~torch.isin(nxt, stops)
             if not bool(running.any()):
                 break
             if not bool(running.all()):

@@ -107,11 +107,13 @@ class LocalTrainer:
         # The KL anchor is the frozen base model (never the momentum policy).
         if self.settings["kl_coef"] > 0:
             self.reference = lm.load_model(self.settings["model_path"], self.device)
+        self.stop_ids: list[int] = [self.tokenizer.eos_token_id]
 
     # ----------------------------------------------------------------- state
     def start_fresh(self) -> None:
         """Step 0: pi_q = pi_k = base model; fresh optimizer and RNG streams."""
         self.policy = lm.load_model(self.settings["model_path"], self.device, trainable=True)
+        self.stop_ids = lm.stop_token_ids(self.policy, self.tokenizer)
         if self.method.uses_momentum:
             self.momentum = copy.deepcopy(self.policy).requires_grad_(False).eval()
         self._make_optimizer()
@@ -130,6 +132,7 @@ class LocalTrainer:
                 f"these settings are {self.identity}; a changed run must restart from step 0"
             )
         self.policy = lm.load_model(checkpoint / "policy", self.device, trainable=True)
+        self.stop_ids = lm.stop_token_ids(self.policy, self.tokenizer)
         if self.method.uses_momentum:
             self.momentum = lm.load_model(checkpoint / "momentum", self.device)
         state = load_trainer_state(checkpoint)
@@ -181,7 +184,7 @@ class LocalTrainer:
             rows,
             temperature=self.settings["temperature"],
             max_new_tokens=self.settings["max_new_tokens"],
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=self.stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             generator=self.sampler_rng,
         )
