@@ -13,9 +13,9 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     Pass logits already divided by the sampling temperature to measure the distribution that was
     sampled from (verl does the same).
     """
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    probs = torch.softmax(logits.float(), dim=-1)
     # xlogy(0, 0) = 0: masked (-inf) logits contribute nothing instead of 0 * -inf = NaN.
-    return -torch.special.xlogy(log_probs.exp(), log_probs.exp()).sum(dim=-1)
+    return -torch.special.xlogy(probs, probs).sum(dim=-1)
 
 
 def token_self_certainty(logits: torch.Tensor) -> torch.Tensor:

@@ -98,6 +98,7 @@ class LocalTrainer:
             self.tokenizer, problems.questions, self.settings["max_prompt_tokens"]
         )
         self.policy: Any = None
+        self.stop_ids: list[int] = []  # set with the policy (its generation config may add EOS)
         self.momentum: Any = None
         self.reference: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -107,13 +108,11 @@ class LocalTrainer:
         # The KL anchor is the frozen base model (never the momentum policy).
         if self.settings["kl_coef"] > 0:
             self.reference = lm.load_model(self.settings["model_path"], self.device)
-        self.stop_ids: list[int] = [self.tokenizer.eos_token_id]
 
     # ----------------------------------------------------------------- state
     def start_fresh(self) -> None:
         """Step 0: pi_q = pi_k = base model; fresh optimizer and RNG streams."""
-        self.policy = lm.load_model(self.settings["model_path"], self.device, trainable=True)
-        self.stop_ids = lm.stop_token_ids(self.policy, self.tokenizer)
+        self._load_policy(self.settings["model_path"])
         if self.method.uses_momentum:
             self.momentum = copy.deepcopy(self.policy).requires_grad_(False).eval()
         self._make_optimizer()
@@ -131,8 +130,7 @@ class LocalTrainer:
                 f"{checkpoint}: written by run settings {manifest['identity']}, "
                 f"these settings are {self.identity}; a changed run must restart from step 0"
             )
-        self.policy = lm.load_model(checkpoint / "policy", self.device, trainable=True)
-        self.stop_ids = lm.stop_token_ids(self.policy, self.tokenizer)
+        self._load_policy(checkpoint / "policy")
         if self.method.uses_momentum:
             self.momentum = lm.load_model(checkpoint / "momentum", self.device)
         state = load_trainer_state(checkpoint)
@@ -165,6 +163,10 @@ class LocalTrainer:
             state=state,
             manifest=manifest,
         )
+
+    def _load_policy(self, path: str | Path) -> None:
+        self.policy = lm.load_model(path, self.device, trainable=True)
+        self.stop_ids = lm.stop_token_ids(self.policy, self.tokenizer)
 
     def _make_optimizer(self) -> None:
         s = self.settings
