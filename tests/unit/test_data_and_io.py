@@ -31,10 +31,17 @@ def test_read_problems_normalises_answers(tmp_path: Path) -> None:
     ("columns", "message"),
     [
         ({"id": ["a"], "question": ["q"]}, r"missing column\(s\) \['answer'\]"),
-        ({"id": ["a", "a"], "question": ["q", "r"], "answer": ["1", "2"]}, "duplicate id 'a'"),
+        (
+            {"id": ["a", "b", "a"], "question": ["q", "r", "s"], "answer": ["1", "2", "3"]},
+            r"row 2, column 'id': duplicate id 'a' \(first at row 0\)",
+        ),
         (
             {"id": ["a", "b"], "question": ["q", " "], "answer": ["1", "2"]},
-            "row 1: empty 'question'",
+            "row 1, column 'question': empty",
+        ),
+        (
+            {"id": ["a", None], "question": ["q", "r"], "answer": ["1", "2"]},
+            "row 1, column 'id': empty",
         ),
     ],
 )
@@ -42,7 +49,21 @@ def test_bad_problem_files_name_file_and_row(tmp_path: Path, columns: dict, mess
     path = write(tmp_path / "bad.parquet", **columns)
     with pytest.raises(ValueError, match=message) as err:
         read_problems(path)
-    assert "bad.parquet" in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_blank_answers_are_unknown_and_required_ones_are_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "p.parquet", id=["a", "b", "c"], question=["q"] * 3, answer=["1", " ", None]
+    )
+    problems = read_problems(path)
+    assert problems.answers == ["1", None, None]
+    problems.require_answers("evaluation", count=1)
+    with pytest.raises(
+        ValueError, match="row 1, column 'answer': empty, but evaluation needs"
+    ) as err:
+        problems.require_answers("evaluation")
+    assert str(path) in str(err.value)
 
 
 def test_missing_problem_file(tmp_path: Path) -> None:

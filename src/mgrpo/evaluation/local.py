@@ -34,9 +34,7 @@ def evaluate_model(
     device = lm.pick_device(spec["device"])
     problems = read_problems(problems_path)
     count = len(problems) if spec.get("limit") is None else min(spec["limit"], len(problems))
-    missing = [problems.ids[i] for i in range(count) if problems.answers[i] is None]
-    if missing:
-        raise ValueError(f"{problems_path}: problem {missing[0]!r} has no answer to grade against")
+    problems.require_answers("evaluation", count)
     tokenizer = lm.load_tokenizer(model_dir)
     model = lm.load_model(model_dir, device)
     stops = lm.stop_token_ids(model, tokenizer)

@@ -92,6 +92,8 @@ class LocalTrainer:
         self.identity = fingerprint(self.settings)
         self.equal = math_verify_equal if settings["answer_equivalence"] == "math_verify" else None
         problems = read_problems(self.settings["train_data"])
+        if self.method.reward == "ground_truth":
+            problems.require_answers(f"{self.method.label} training")
         self.problems = problems
         self.tokenizer = lm.load_tokenizer(self.settings["model_path"])
         self.prompt_ids = lm.encode_prompts(
