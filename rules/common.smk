@@ -12,6 +12,7 @@ from mgrpo.config import (
     model_key,
     resolve_run,
     run_identity,
+    trained_settings,
     validate_config,
 )
 from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
@@ -82,13 +83,38 @@ def init_path(wildcards):
     return f"results/runs/{wildcards.run}/checkpoints/step{start}"
 
 
+def checkpoint_identity(run):
+    """The identity `mgrpo train` writes into every checkpoint of `run` (see trained_settings)."""
+    key = run_model_key(run)
+    settings = trained_settings(RUNS[run], base_model_path(key), train_data_path())
+    return fingerprint(run_identity(settings))
+
+
+def checkpoint_input(run, step):
+    """A checkpoint read by a later chunk or by an evaluation.
+
+    ancient(): copying or touching checkpoints (new modification times) must retrain and
+    re-evaluate nothing. But Snakemake then never reruns the reader when the checkpoint itself
+    is retrained, even in the same invocation. So a checkpoint is ancient only while its
+    manifest says it was trained with the run's current settings; one of other settings is
+    about to be retrained, and everything that read it must follow.
+    """
+    path = f"results/runs/{run}/checkpoints/step{step}"
+    try:
+        trained_with = json.loads(Path(path, "checkpoint.json").read_text())["identity"]
+    except (OSError, ValueError, KeyError):
+        return path  # absent or incomplete: it will be (re)written first
+    return ancient(path) if trained_with == checkpoint_identity(run) else path
+
+
 def train_chunk_inputs(wildcards):
     """Chunk k reads chunk k-1's checkpoint (policy + momentum + trainer state)."""
     inputs = {"data": ancient(train_data_path())}
     key = run_model_key(wildcards.run)
     inputs["base"] = base_model_input(key)
-    if chunk_start(wildcards) > 0:
-        inputs["init"] = ancient(init_path(wildcards))
+    start = chunk_start(wildcards)
+    if start > 0:
+        inputs["init"] = checkpoint_input(wildcards.run, start)
     return inputs
 
 
@@ -122,9 +148,7 @@ def eval_spec(wildcards):
 
 def eval_inputs(wildcards):
     return {
-        "checkpoint": ancient(
-            f"results/runs/{wildcards.run}/checkpoints/step{wildcards.step}"
-        ),
+        "checkpoint": checkpoint_input(wildcards.run, wildcards.step),
         "problems": ancient(problems_path(wildcards.bench)),
     }
 

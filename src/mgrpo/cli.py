@@ -65,7 +65,9 @@ def cmd_toy_model(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    settings = {**args.settings, "model_path": args.base_model, "train_data": args.train_data}
+    from mgrpo.config import trained_settings
+
+    settings = trained_settings(args.settings, args.base_model, args.train_data)
     if settings["engine"] != "local":
         raise SystemExit(
             f"engine {settings['engine']!r} is not available in this release: only 'local' is "

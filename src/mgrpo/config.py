@@ -143,6 +143,16 @@ def run_identity(settings: Mapping[str, Any]) -> dict[str, Any]:
     return identity
 
 
+def trained_settings(
+    settings: Mapping[str, Any], model_path: str | Path, train_data: str | Path
+) -> dict[str, Any]:
+    """What `mgrpo train` trains with: the run's identity, its base model and its prompts file.
+
+    The fingerprint of this mapping is the identity every checkpoint of the run records.
+    """
+    return {**run_identity(settings), "model_path": str(model_path), "train_data": str(train_data)}
+
+
 def model_key(model: str) -> str:
     """File-system-safe name of a base model: ``Qwen/Qwen3-4B-Base`` -> ``Qwen--Qwen3-4B-Base``."""
     return model.replace("/", "--")
