@@ -14,39 +14,17 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import tiny_config
+from support import chunk, settings_for
 
 from mgrpo.algorithm.filtering import iqr_keep_mask
 from mgrpo.algorithm.groups import score_group
 from mgrpo.algorithm.methods import method_from_settings
-from mgrpo.config import resolve_run, run_identity
 from mgrpo.engines.local import trainer as trainer_module
-from mgrpo.engines.local.trainer import ChunkPaths, TrainingDiverged, lr_multiplier, train_chunk
+from mgrpo.engines.local.trainer import TrainingDiverged, lr_multiplier
 from mgrpo.io import read_jsonl
 
 pytestmark = pytest.mark.slow
 TIMING_KEYS = {"step_time", "sample_time"}
-
-
-def settings_for(toy_dir: Path, **training) -> dict:
-    settings = run_identity(resolve_run(tiny_config(**training), "run"))
-    return {
-        **settings,
-        "model_path": str(toy_dir / "model"),
-        "train_data": str(toy_dir / "data" / "train.parquet"),
-    }
-
-
-def chunk(settings: dict, out: Path, start: int, end: int, init: Path) -> ChunkPaths:
-    paths = ChunkPaths(
-        init=init,
-        checkpoint=out / f"step{end}",
-        metrics=out / f"metrics{end}.jsonl",
-        rollouts=out / f"rollouts{end}.parquet",
-        resume=out / f"resume{end}",
-    )
-    train_chunk(settings, start, end, paths)
-    return paths
 
 
 def weights(checkpoint: Path, part: str) -> dict[str, torch.Tensor]:

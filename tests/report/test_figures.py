@@ -163,3 +163,29 @@ def test_fig5_prefers_collapsed_runs_then_srt_by_drop():
     assert "collapse at step 20" in fig.axes[0].get_title()
     assert fig.axes[0].get_ylim() == (0, 1.02)
     plt.close(fig)
+
+
+def test_fig2_draws_the_policy_entropy_of_each_run():
+    """The plotted points are each run's ``entropy_policy`` (never ``entropy_momentum``)."""
+    data = figure_data(RUNS)
+    steps = list(range(1, 41))
+    policy = {run: [0.1 * i + s / 100 for s in steps] for i, run in enumerate(RUNS)}
+    metrics = pd.DataFrame(
+        [(run, s, policy[run][s - 1], 5.0 + s) for run in RUNS for s in steps],
+        columns=["run", "step", "entropy_policy", "entropy_momentum"],
+    )
+    fig = plot_entropy(FigureData(**{**data.__dict__, "metrics": metrics}))
+    drawn = {
+        ax.get_title(): {line.get_label(): list(line.get_ydata()) for line in ax.lines}
+        for ax in fig.axes
+    }
+    plt.close(fig)
+    panels = {"SRT": ["srt", "srt16"], "M-GRPO": ["mg"]}
+    assert drawn.keys() == panels.keys()
+    for title, runs in panels.items():
+        curves = drawn[title]
+        raw = [y for label, y in curves.items() if label.startswith("_")]
+        assert sorted(raw) == sorted(policy[run] for run in runs)
+        for run in runs:
+            smooth = pd.Series(policy[run]).rolling(10, min_periods=1).mean().tolist()
+            assert curves[data.labels[run]] == pytest.approx(smooth)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -12,64 +10,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import REPO, TINY_TOY, TINY_TRAINING
+from support import (
+    REPO,
+    REPORT_RULES,
+    planned,
+    rules_of,
+    snakemake,
+    tiny_workflow_config,
+    write_config,
+)
 
 from mgrpo.config import checkpoint_steps, load_config, resolve_run
-
-SNAKEFILE = REPO / "workflow" / "Snakefile"
-REPORT_RULES = {"collapse", "tables", "figures", "all"}
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the workflow's CLI in ``workdir`` with the environment a user's venv would give."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE),
-        "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
-        "--cores", "2", *args,
-    ]  # fmt: skip
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def planned(workdir: Path) -> list[tuple[str, list[str]]]:
-    """(rule, outputs) of every job a dry run would execute."""
-    out = snakemake(workdir, "--dry-run").stdout
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
-        head = re.match(r"(?:local)?rule (\w+):", block)
-        if head:
-            outputs = re.search(r"^\s+output: (.*)$", block, re.M)
-            jobs.append((head.group(1), outputs.group(1).split(", ") if outputs else []))
-    return jobs
-
-
-def rules_of(jobs: list[tuple[str, list[str]]]) -> Counter:
-    return Counter(rule for rule, _ in jobs)
-
-
-def write_config(workdir: Path, config: dict) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-
-
-def tiny_workflow_config() -> dict:
-    return {
-        **TINY_TOY,
-        "training": {
-            **TINY_TRAINING,
-            "schedule_steps": 8,  # fixed LR horizon: raising `steps` later appends chunks
-            "micro_batch_size": 8,
-        },
-        "runs": {"srt": {"method": "srt"}, "mgrpo_iqr": {"method": "mgrpo", "iqr": True}},
-        "benchmarks": {
-            "test": {"source": "toy", "split": "test", "max_new_tokens": 12},
-            "hard": {"source": "toy", "split": "hard", "max_new_tokens": 12},
-        },
-        "report": {"select_on": "test"},
-    }
 
 
 # ----------------------------------------------------------------------------- no execution
@@ -141,22 +92,6 @@ def test_lint_and_format_are_clean(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ a reduced full run
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny workflow run to completion once; tests copy it before changing anything."""
-    workdir = tmp_path_factory.mktemp("workflow") / "done"
-    write_config(workdir, tiny_workflow_config())
-    snakemake(workdir)
-    return workdir
-
-
-@pytest.fixture
-def run_copy(finished_run: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "copy"
-    shutil.copytree(finished_run, copy, symlinks=True)  # copy2 keeps modification times
-    return copy
-
-
 @pytest.mark.slow
 def test_full_run_writes_every_output(finished_run: Path) -> None:
     results = finished_run / "results"
