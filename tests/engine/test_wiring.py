@@ -299,3 +299,15 @@ def test_greedy_evaluation_is_the_argmax_of_an_independent_forward_pass(toy_dir:
                 logits = model(input_ids=torch.tensor([ids + new])).logits[0, -1]
             new.append(int(logits.argmax()))
         assert response == tokenizer.decode(new, skip_special_tokens=True)
+
+
+# ------------------------------------------------------------------------------ chunk hand-off
+@pytest.mark.parametrize("change", [{"seed": 1}, {"method": "mgrpo"}], ids=["seed", "method"])
+def test_a_checkpoint_of_another_seed_or_method_is_refused(
+    toy_dir: Path, tmp_path: Path, change: dict
+) -> None:
+    """A changed run never continues from the old run's checkpoint."""
+    first = chunk(settings_for(toy_dir, method="srt"), tmp_path, 0, 2, toy_dir / "model")
+    changed = settings_for(toy_dir, **{"method": "srt", **change})
+    with pytest.raises(ValueError, match="must restart from step 0"):
+        chunk(changed, tmp_path / "changed", 2, 4, first.checkpoint)

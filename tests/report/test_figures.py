@@ -20,6 +20,7 @@ from mgrpo.report.figures import (
     plot_accuracy,
     plot_collapse,
     plot_entropy,
+    plot_reward_accuracy,
 )
 
 BENCHMARKS = ["math", "aime", "gpqa"]
@@ -189,3 +190,33 @@ def test_fig2_draws_the_policy_entropy_of_each_run():
         for run in runs:
             smooth = pd.Series(policy[run]).rolling(10, min_periods=1).mean().tolist()
             assert curves[data.labels[run]] == pytest.approx(smooth)
+
+
+def test_fig4_and_fig5_draw_reward_label_accuracy_and_validation_accuracy():
+    """Each curve is drawn from the column its legend names (raw points of per-step metrics)."""
+    data = figure_data(RUNS)
+    steps = list(range(1, 41))
+    metrics = pd.DataFrame(
+        [(run, s, 0.01 * s, 0.5 - 0.01 * s, 0.9) for run in RUNS for s in steps],
+        columns=["run", "step", "reward_mean", "label_accuracy", "policy_accuracy"],
+    )
+    data = FigureData(**{**data.__dict__, "metrics": metrics})
+    reward = [0.01 * s for s in steps]
+    label = [0.5 - 0.01 * s for s in steps]
+
+    fig = plot_reward_accuracy(data)
+    left, right = fig.axes
+    assert sorted(list(line.get_ydata()) for line in left.lines if line.get_label()[0] == "_") == [
+        reward
+    ] * len(RUNS)
+    for run, curve in CURVES.items():
+        drawn = next(line for line in right.lines if line.get_label() == data.labels[run])
+        assert list(drawn.get_ydata()) == curve  # accuracy on select_on, step by step
+    plt.close(fig)
+
+    fig = plot_collapse(data)
+    curves = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].lines}
+    raw = sorted(y for label_, y in curves.items() if label_.startswith("_") and len(y) == 40)
+    assert raw == sorted([reward, label])
+    assert curves["validation accuracy (math)"] == CURVES["srt"]
+    plt.close(fig)
