@@ -11,9 +11,38 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mgrpo.algorithm.groups import GroupScore
+from mgrpo.io import read_jsonl, write_jsonl, write_parquet
+
+ROLLOUT_DTYPES = {
+    "run": "string",
+    "method": "string",
+    "step": "int64",
+    "prompt_id": "string",
+    "rollout": "int64",
+    "source": "string",
+    "response": "string",
+    "answer": "string",
+    "entropy": "float64",
+    "self_certainty": "Float64",
+    "kept": "bool",
+    "trained": "bool",
+    "pseudo_label": "string",
+    "reward": "Float64",
+    "advantage": "Float64",
+    "ground_truth": "string",
+}
+
+
+def rollout_frame(records: list[dict[str, Any]]) -> Any:
+    """Audit records as a typed DataFrame (nullable columns stay nullable in parquet)."""
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(records, columns=list(ROLLOUT_DTYPES))
+    return frame.astype(ROLLOUT_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -107,3 +136,57 @@ def rollout_records(
                 }
             )
     return records
+
+
+def _part_step(path: Path) -> int:
+    return int(path.stem.removeprefix("rollouts-to-step"))
+
+
+class ChunkRecords:
+    """A chunk's metrics lines and rollout records, persisted beside its resume states.
+
+    While a chunk runs, what it has produced so far lives in a directory outside the rule's
+    declared outputs (Snakemake deletes those when a job dies)::
+
+        metrics.jsonl                 metric lines of the steps up to the last resume state
+        rollouts-to-step{k}.parquet   rollout records, one part per resume interval
+
+    :meth:`persist` is called with every resume state, :meth:`restore` when resuming from one,
+    and :meth:`write_outputs` writes the declared outputs, atomically, when the chunk is done.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self.metrics: list[dict[str, Any]] = []
+        self.pending: list[dict[str, Any]] = []  # records since the last persisted part
+        self.parts: list[Path] = []
+
+    def add(self, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
+        self.metrics.append(metrics)
+        self.pending.extend(records)
+
+    def persist(self, step: int) -> None:
+        """Write everything up to ``step`` (call before the resume state's completion marker)."""
+        part = self.dir / f"rollouts-to-step{step}.parquet"
+        write_parquet(part, rollout_frame(self.pending))
+        self.parts.append(part)
+        self.pending = []
+        write_jsonl(self.dir / "metrics.jsonl", self.metrics)
+
+    def restore(self, step: int) -> None:
+        """Reload what the chunk had produced up to resume step ``step``."""
+        file = self.dir / "metrics.jsonl"
+        lines = read_jsonl(file) if file.exists() else []
+        self.metrics = [m for m in lines if m["step"] <= step]
+        self.parts = sorted(
+            (p for p in self.dir.glob("rollouts-to-step*.parquet") if _part_step(p) <= step),
+            key=_part_step,
+        )
+        self.pending = []
+
+    def write_outputs(self, metrics_path: str | Path, rollouts_path: str | Path) -> None:
+        import pandas as pd
+
+        frames = [pd.read_parquet(p) for p in self.parts] + [rollout_frame(self.pending)]
+        write_parquet(rollouts_path, pd.concat(frames, ignore_index=True).astype(ROLLOUT_DTYPES))
+        write_jsonl(metrics_path, self.metrics)
