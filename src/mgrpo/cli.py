@@ -66,12 +66,15 @@ def cmd_toy_model(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     settings = {**args.settings, "model_path": args.base_model, "train_data": args.train_data}
-    if settings["engine"] != "local":
-        raise SystemExit(
-            f"engine {settings['engine']!r} is not available in this release: only 'local' is "
-            "implemented (see docs/architecture.md for the verl engine's design)"
-        )
     from mgrpo.engines.local.trainer import ChunkPaths, train_chunk
+
+    if settings["engine"] == "verl":
+        from mgrpo.engines import verl
+
+        missing = verl.unavailable()
+        if missing:
+            raise SystemExit(f"mgrpo train: training.engine 'verl': {missing}")
+        train_chunk = verl.train_chunk
 
     paths = ChunkPaths(
         init=Path(args.init),
