@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
+from mgrpo import lm
 from mgrpo.algorithm.answers import Equivalence, extract_answer, math_verify_equal
 from mgrpo.algorithm.voting import majority_vote
 from mgrpo.data import read_problems
-from mgrpo.engines.local import lm
 
 
 def evaluate_model(

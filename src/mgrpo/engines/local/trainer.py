@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from mgrpo import lm
 from mgrpo.algorithm.answers import extract_answer, math_verify_equal
 from mgrpo.algorithm.ema import ema_update_
 from mgrpo.algorithm.entropy import trajectory_mean
@@ -35,7 +36,6 @@ from mgrpo.algorithm.losses import policy_loss
 from mgrpo.algorithm.methods import Method, method_from_settings
 from mgrpo.config import fingerprint, run_identity
 from mgrpo.data import read_problems
-from mgrpo.engines.local import lm
 from mgrpo.engines.local.records import ChunkRecorder
 from mgrpo.engines.local.state import (
     DataCursor,
