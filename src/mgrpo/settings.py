@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -50,7 +50,7 @@ def _fingerprint(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _method(values: Mapping[str, Any], key: Any) -> Method:
+def _method(values: Mapping[str, Any], key: Callable[[str], str]) -> Method:
     """The run's :class:`Method`; a cross-key error names ``key(setting)``."""
     try:
         return method_from_settings(dict(values))
