@@ -99,12 +99,13 @@ def test_chunk_outputs_and_resume_state_cleanup(toy_dir: Path, tmp_path: Path) -
 def test_rollout_records_are_what_the_loss_used(
     toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = settings_for(toy_dir, **MGRPO)
+    settings = settings_for(toy_dir, **MGRPO, clip_ratio_c=2.5)
     used: list[torch.Tensor] = []
     real_loss = trainer_module.policy_loss
 
     def spy(log_prob, old_log_prob, ref_log_prob, advantages, *args, **kwargs):
         used.append(advantages.detach().clone())
+        assert kwargs["clip_ratio_c"] == 2.5  # the run's dual-clip bound reaches the loss
         return real_loss(log_prob, old_log_prob, ref_log_prob, advantages, *args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "policy_loss", spy)
