@@ -3,7 +3,7 @@
 An engine hands over, per prompt, the pool it scored (:class:`ScoredPool`: the rollouts in pool
 order and :func:`mgrpo.algorithm.groups.score_group`'s verdict); :func:`step_metrics` and
 :func:`rollout_records` turn the step's pools into its metrics line and its rollout records,
-with the columns of the run layout (docs/architecture.md). The records are the scores verbatim,
+with the columns of :mod:`mgrpo.run_layout`. The records are the scores verbatim,
 so they are exactly what the loss used.
 """
 
@@ -16,33 +16,7 @@ from typing import Any
 
 from mgrpo.algorithm.groups import GroupScore
 from mgrpo.io import read_jsonl, write_jsonl, write_parquet
-
-ROLLOUT_DTYPES = {
-    "run": "string",
-    "method": "string",
-    "step": "int64",
-    "prompt_id": "string",
-    "rollout": "int64",
-    "source": "string",
-    "response": "string",
-    "answer": "string",
-    "entropy": "float64",
-    "self_certainty": "Float64",
-    "kept": "bool",
-    "trained": "bool",
-    "pseudo_label": "string",
-    "reward": "Float64",
-    "advantage": "Float64",
-    "ground_truth": "string",
-}
-
-
-def rollout_frame(records: list[dict[str, Any]]) -> Any:
-    """Audit records as a typed DataFrame (nullable columns stay nullable in parquet)."""
-    import pandas as pd
-
-    frame = pd.DataFrame.from_records(records, columns=list(ROLLOUT_DTYPES))
-    return frame.astype(ROLLOUT_DTYPES)
+from mgrpo.run_layout import rollout_frame, write_chunk_records
 
 
 @dataclass(frozen=True)
@@ -188,5 +162,5 @@ class ChunkRecords:
         import pandas as pd
 
         frames = [pd.read_parquet(p) for p in self.parts] + [rollout_frame(self.pending)]
-        write_parquet(rollouts_path, pd.concat(frames, ignore_index=True).astype(ROLLOUT_DTYPES))
-        write_jsonl(metrics_path, self.metrics)
+        rollouts = pd.concat(frames, ignore_index=True)
+        write_chunk_records(metrics_path, self.metrics, rollouts_path, rollouts)

@@ -10,16 +10,18 @@ import pytest
 import torch
 from support import REPO
 
-from mgrpo.config import load_config, resolve_run, run_identity
+from mgrpo.config import load_config
 from mgrpo.engines.verl import keys
 from mgrpo.engines.verl.config import chunk_config, compose, validate
+from mgrpo.settings import RunSettings, resolve_run_settings
 
 PAPER = REPO / "config" / "paper.yaml"
 ONE_GPU = REPO / "config" / "verl-1gpu.yaml"
 
 
-def settings_of(config_file: Path, run: str) -> dict:
-    return run_identity(resolve_run(load_config(config_file), run))
+def settings_of(config_file: Path, run: str, **changes) -> RunSettings:
+    settings = resolve_run_settings(load_config(config_file), run)
+    return settings.replace(**changes) if changes else settings
 
 
 def compose_run(settings: dict, tmp_path: Path, start: int = 0, end: int = 50):
@@ -77,11 +79,9 @@ def test_the_chunk_end_is_not_the_lr_horizon(paper_config):
 def test_every_paper_run_composes_and_passes_verl_validation(tmp_path):
     config = load_config(PAPER)
     for name in ["srt_t1.1_g16", "srt_t0.8_g16", "mgrpo_iqr_g8", "mgrpo_iqr_g256", "mgrpo_g32"]:
-        settings = run_identity(resolve_run(config, name))
+        settings = resolve_run_settings(config, name)
         c = compose_run(settings, tmp_path / name)
-        from mgrpo.algorithm.methods import method_from_settings
-
-        assert c.actor_rollout_ref.rollout.n == method_from_settings(settings).policy_rollouts
+        assert c.actor_rollout_ref.rollout.n == settings.method.policy_rollouts
         assert c.actor_rollout_ref.rollout.temperature == settings["temperature"]
 
 
@@ -96,7 +96,7 @@ def test_the_one_gpu_config_composes(tmp_path):
 
 def test_verl_validation_runs_on_the_composed_config(tmp_path):
     # 8 prompts x 24 rollouts do not split over 7 GPUs: verl's own check must refuse it.
-    settings = {**settings_of(PAPER, "mgrpo_iqr_g32"), "gpus": 7}
+    settings = settings_of(PAPER, "mgrpo_iqr_g32", gpus=7)
     with pytest.raises((AssertionError, ValueError)):
         compose_run(settings, tmp_path)
 
@@ -110,7 +110,7 @@ def test_engine_checks_refuse_what_the_momentum_swap_cannot_do(paper_config):
 
 
 def test_a_misspelt_verl_override_is_refused(tmp_path):
-    settings = {**settings_of(ONE_GPU, "mgrpo_iqr_1gpu"), "verl_overrides": ["trainer.nodes=2"]}
+    settings = settings_of(ONE_GPU, "mgrpo_iqr_1gpu", verl_overrides=["trainer.nodes=2"])
     with pytest.raises(Exception, match="nodes"):
         compose_run(settings, tmp_path)
 
@@ -199,8 +199,10 @@ def test_verl_loss_with_these_keys_is_the_local_objective(paper_config):
     gen = torch.Generator().manual_seed(0)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
     old = -torch.rand(3, 4, generator=gen) - 0.5
-    # ratios in [0.55, 1.8]: both PPO clips bind, the dual clip (ratio > 3) does not
+    # ratios in [0.55, 1.8] (both PPO clips bind) and one ratio of e^1.5 = 4.5 > c = 3 on a
+    # negative advantage (the dual clip binds)
     log_prob = old + torch.empty(3, 4).uniform_(-0.6, 0.6, generator=gen)
+    log_prob[1, 0] = old[1, 0] + 1.5
     ref = old + torch.empty(3, 4).uniform_(-0.3, 0.3, generator=gen)
     advantages = torch.tensor([1.0, -0.7, 0.4])
     loss, metrics = verl_ppo_loss(config, log_prob, old, ref, advantages, mask)

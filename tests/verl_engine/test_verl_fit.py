@@ -15,12 +15,12 @@ import pytest
 from support import tiny_config
 from verl_standins import FakeAgentLoop, FakeCheckpointManager, FakeWorkers, World
 
-from mgrpo.config import fingerprint, resolve_run, run_identity
-from mgrpo.engines.local.lm import load_tokenizer
 from mgrpo.engines.verl.config import chunk_config
 from mgrpo.engines.verl.data import write_verl_dataset
 from mgrpo.engines.verl.states import STATE_MARKER, find_state, state_dir
 from mgrpo.engines.verl.trainer import MGRPOTrainer, scheduled_lr
+from mgrpo.lm import load_tokenizer
+from mgrpo.settings import RunSettings, resolve_run_settings
 
 FIT = {
     "method": "mgrpo",
@@ -39,9 +39,8 @@ FIT = {
 }
 
 
-def settings_for(**overrides) -> dict:
-    config = tiny_config(**{**FIT, **overrides})
-    return run_identity(resolve_run(config, "run"))
+def settings_for(**overrides) -> RunSettings:
+    return resolve_run_settings(tiny_config(**{**FIT, **overrides}), "run")
 
 
 @pytest.fixture(scope="module")
@@ -197,25 +196,19 @@ def test_padding_rows_for_data_parallelism_carry_no_loss(tmp_path, toy_dir, toke
 
 
 def test_metrics_and_records_have_the_run_layout_columns(tmp_path, toy_dir, tokenizer, problems):
-    from mgrpo.step_records import ROLLOUT_DTYPES
+    from mgrpo.run_layout import METRICS_FIELDS, ROLLOUT_COLUMNS, check_metrics_line
 
     c = chunk(tmp_path, toy_dir, tokenizer, problems, 0, 2)
     c.fit()
     records = c.records
-    assert list(records.columns) == list(ROLLOUT_DTYPES)
+    assert list(records.columns) == list(ROLLOUT_COLUMNS)
     assert len(records) == 2 * 2 * 4  # steps x prompts x G
-    assert (
-        records.groupby(["step", "prompt_id"]).rollout.apply(list).map(list).tolist()
-        == [[0, 1, 2, 3]] * 4
-    )
+    pools = records.groupby(["step", "prompt_id"]).rollout.apply(list).tolist()
+    assert pools == [[0, 1, 2, 3]] * 4
     assert [m["step"] for m in c.metrics] == [1, 2]
-    local_fields = {
-        "run", "method", "step", "lr", "loss", "pg_loss", "kl", "clip_frac", "grad_norm",
-        "reward_mean", "label_accuracy", "label_rate", "majority_ratio", "policy_accuracy",
-        "answer_rate", "entropy_policy", "entropy_momentum", "kept_fraction",
-        "trained_rollouts", "response_length", "step_time", "sample_time",
-    }  # fmt: skip
-    assert set(c.metrics[0]) == local_fields
+    for line in c.metrics:
+        check_metrics_line(line)
+    assert set(c.metrics[0]) == set(METRICS_FIELDS)
     assert c.metrics[0]["method"] == "M-GRPO+IQR"
 
 
@@ -285,7 +278,7 @@ def test_a_killed_chunk_resumes_from_its_last_state(tmp_path, toy_dir, tokenizer
     records = rerun.records
     assert records.groupby("step").size().tolist() == [8, 8, 8, 8]
     other = settings_for(lr=2e-3)  # another run's state in the same place is not resumed
-    assert find_state(rerun.trainer.states, fingerprint(other), 0, 4) is None
+    assert find_state(rerun.trainer.states, other.fingerprint, 0, 4) is None
 
 
 def test_srt_has_no_momentum(tmp_path, toy_dir, tokenizer, problems):

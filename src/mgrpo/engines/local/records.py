@@ -1,4 +1,5 @@
-"""A chunk's metrics and rollout records, with the intra-chunk resume state beside them.
+"""The local engine's chunk recorder: metrics and rollout records (columns in
+:mod:`mgrpo.run_layout`), with the intra-chunk resume state beside them.
 
 While a chunk runs, everything it has produced so far lives in its resume directory (outside the
 rule's declared outputs, so Snakemake does not delete it when the job dies)::
@@ -19,11 +20,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from mgrpo.engines.local.state import read_manifest
 from mgrpo.io import write_json
-from mgrpo.step_records import ROLLOUT_DTYPES, ChunkRecords, rollout_frame
-
-__all__ = ["ROLLOUT_DTYPES", "ChunkRecorder", "rollout_frame"]
+from mgrpo.run_layout import read_manifest
+from mgrpo.step_records import ChunkRecords
 
 
 class ChunkRecorder(ChunkRecords):

@@ -31,7 +31,7 @@ def chunk_keys(
         # Never iterated (test_freq = -1), but verl builds a validation loader.
         "data.val_files": str(train_file),
         "reward.custom_reward_function.path": str(REWARD_FILE),
-        "trainer.experiment_name": settings["run"],
+        "trainer.experiment_name": settings["run"],  # the run's name
         "mgrpo.settings_file": str(Path(work_dir) / SETTINGS_FILE),
         "mgrpo.start_step": start,
         "mgrpo.end_step": end,

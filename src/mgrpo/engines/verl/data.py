@@ -36,8 +36,8 @@ def write_verl_dataset(
     import pandas as pd
 
     from mgrpo.data import read_problems
-    from mgrpo.engines.local.lm import encode_prompts
     from mgrpo.io import write_parquet
+    from mgrpo.lm import encode_prompts
 
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(

@@ -40,7 +40,8 @@ def _policy_rollouts(s: Mapping[str, Any]) -> int:
     """M: the rollouts drawn from pi_q per prompt (G minus the momentum rollouts)."""
     from mgrpo.algorithm.methods import method_from_settings
 
-    return method_from_settings(dict(s)).policy_rollouts
+    method = getattr(s, "method", None)
+    return (method or method_from_settings(dict(s))).policy_rollouts
 
 
 SETTING_KEYS: tuple[SettingKey, ...] = (
@@ -102,8 +103,8 @@ SETTING_KEYS: tuple[SettingKey, ...] = (
     SettingKey(
         "clip_ratio_c",
         (f"{ACTOR}.clip_ratio_c",),
-        lambda s: s.get("clip_ratio_c", 3.0),
-        "dual-clip bound for negative advantages (verl's default 3.0 when the run has none)",
+        _setting("clip_ratio_c"),
+        "dual-clip bound for negative advantages",
     ),
     SettingKey(
         "kl_coef",

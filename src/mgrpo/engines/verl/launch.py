@@ -1,4 +1,6 @@
-"""One chunk of a run on the verl engine: what ``mgrpo train`` runs for ``engine: verl``.
+"""One chunk of a run on the verl engine: the engine contract of :mod:`mgrpo.engines`.
+
+``mgrpo train`` dispatches here for ``engine: verl``; :func:`train_chunk`:
 
 1. write the chunk's work directory (``--resume-dir``): the run settings and the prompts as
    verl's RL dataset;
@@ -13,36 +15,41 @@
 
 from __future__ import annotations
 
-import json
-import logging
+import importlib.util
 import os
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from mgrpo.algorithm.methods import method_from_settings
-from mgrpo.config import fingerprint, run_identity
+import verl  # noqa: F401  (the engine registry reads a missing verl as "not installed")
+
+from mgrpo.engines import ChunkPaths
 from mgrpo.engines.verl.config import SETTINGS_FILE, chunk_config
 from mgrpo.engines.verl.states import find_state, state_dir
-from mgrpo.io import atomic_path, write_json
+from mgrpo.io import atomic_path
+from mgrpo.run_layout import (
+    MANIFEST,
+    MOMENTUM_DIR,
+    POLICY_DIR,
+    CheckpointManifest,
+    read_manifest,
+    write_manifest,
+)
+from mgrpo.settings import RunSettings
 from mgrpo.step_records import ChunkRecords
 
-log = logging.getLogger(__name__)
-
 ENGINE = "verl"
-MANIFEST = "checkpoint.json"
 STATE_SUBDIR = "verl"  # the engine's resume state inside a run-layout checkpoint
 
 
-def identity_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings a chunk's checkpoints are keyed by (as the local engine keys them)."""
-    return run_identity(dict(settings))
+def unavailable_reason(settings: RunSettings) -> str | None:
+    """The engine contract: why this machine cannot train ``settings`` (None if it can)."""
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM (verl's rollout engine) is not installed"
+    import torch
 
-
-def read_manifest(checkpoint: str | Path) -> dict[str, Any] | None:
-    file = Path(checkpoint) / MANIFEST
-    return json.loads(file.read_text()) if file.exists() else None
+    if torch.cuda.device_count() < settings["gpus"]:
+        return f"gpus: {settings['gpus']} set, torch sees {torch.cuda.device_count()} CUDA devices"
+    return None
 
 
 def init_state(checkpoint: str | Path, identity: str, start: int) -> Path:
@@ -51,55 +58,50 @@ def init_state(checkpoint: str | Path, identity: str, start: int) -> Path:
     manifest = read_manifest(checkpoint)
     if manifest is None:
         raise FileNotFoundError(f"{checkpoint}: not a complete checkpoint (no {MANIFEST})")
-    if manifest.get("engine") != ENGINE:
+    if manifest.engine != ENGINE:
         raise ValueError(
-            f"{checkpoint}: written by the {manifest.get('engine')!r} engine; the verl engine "
+            f"{checkpoint}: written by the {manifest.engine!r} engine; the verl engine "
             "resumes only its own checkpoints"
         )
-    if manifest["identity"] != identity:
+    if manifest.identity != identity:
         raise ValueError(
-            f"{checkpoint}: written by run settings {manifest['identity']}, these settings are "
+            f"{checkpoint}: written by run settings {manifest.identity}, these settings are "
             f"{identity}; a changed run must restart from step 0"
         )
-    if manifest["step"] != start:
-        raise ValueError(f"{checkpoint}: checkpoint is at step {manifest['step']}, not {start}")
+    if manifest.step != start:
+        raise ValueError(f"{checkpoint}: checkpoint is at step {manifest.step}, not {start}")
     state = state_dir(checkpoint / STATE_SUBDIR, start)
     if not state.is_dir():
         raise FileNotFoundError(f"{state}: the checkpoint has no verl state to resume from")
     return state
 
 
-def train_chunk(settings: Mapping[str, Any], start: int, end: int, paths: Any) -> None:
+def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) -> None:
     """Train steps ``start+1 .. end`` of a run and write the chunk's outputs (last: checkpoint).
 
-    ``settings`` are the run's settings plus ``model_path`` (the base model) and ``train_data``
-    (the problem file), as ``mgrpo train`` passes them; ``paths`` holds ``init``,
-    ``checkpoint``, ``metrics``, ``rollouts`` and ``resume`` (the work directory).
+    ``paths.resume`` is the chunk's work directory: a rerun of a killed job resumes there.
     """
     if not 0 <= start < end:
         raise ValueError(f"chunk must satisfy 0 <= start < end, got {start} -> {end}")
-    values = identity_settings(settings)
-    identity = fingerprint(values)
+    identity = settings.fingerprint
     work = Path(paths.resume)
     work.mkdir(parents=True, exist_ok=True)
-    write_json(work / SETTINGS_FILE, values)
+    (work / SETTINGS_FILE).write_text(settings.to_json())
     states = work / STATE_SUBDIR
     train_file = work / "train.parquet"
     first = None if start == 0 else init_state(paths.init, identity, start)
 
     done = find_state(states, identity, start, end)
     if done is None or done[1] != end:
-        from mgrpo.engines.local.lm import load_tokenizer
         from mgrpo.engines.verl.data import write_verl_dataset
         from mgrpo.engines.verl.task_runner import run
+        from mgrpo.lm import load_tokenizer
 
-        tokenizer = load_tokenizer(settings["model_path"])
-        write_verl_dataset(
-            settings["train_data"], tokenizer, settings["max_prompt_tokens"], train_file
-        )
+        tokenizer = load_tokenizer(paths.base_model)
+        write_verl_dataset(paths.train_data, tokenizer, settings["max_prompt_tokens"], train_file)
         config = chunk_config(
-            values,
-            base_model=settings["model_path"],
+            settings,
+            base_model=paths.base_model,
             train_file=train_file,
             start=start,
             end=end,
@@ -110,33 +112,28 @@ def train_chunk(settings: Mapping[str, Any], start: int, end: int, paths: Any) -
         done = find_state(states, identity, start, end)
         if done is None or done[1] != end:
             raise RuntimeError(f"{work}: the trainer returned without a state at step {end}")
-    assemble_chunk(values, identity, start, end, done[0], paths)
+    assemble_chunk(settings, end, done[0], paths)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def assemble_chunk(
-    settings: Mapping[str, Any], identity: str, start: int, end: int, state: Path, paths: Any
-) -> None:
+def assemble_chunk(settings: RunSettings, end: int, state: Path, paths: ChunkPaths) -> None:
     """Write the run layout of a finished chunk from its final verl state."""
     records = ChunkRecords(Path(paths.resume) / "records")
     records.restore(end)
     records.write_outputs(paths.metrics, paths.rollouts)
-    method = method_from_settings(dict(settings))
     with atomic_path(paths.checkpoint, directory=True) as tmp:
-        export_hf(state / "actor", tmp / "policy")
-        if method.uses_momentum:
-            export_hf(state / "momentum", tmp / "momentum")
+        export_hf(state / "actor", tmp / POLICY_DIR)
+        if settings.method.uses_momentum:
+            export_hf(state / "momentum", tmp / MOMENTUM_DIR)
         link_tree(state, state_dir(tmp / STATE_SUBDIR, end))
-        write_json(
-            tmp / MANIFEST,
-            {
-                "run": settings["run"],
-                "step": end,
-                "engine": ENGINE,
-                "identity": identity,
-                "method": method.label,
-            },
+        manifest = CheckpointManifest(
+            run=settings.name,
+            step=end,
+            engine=ENGINE,
+            identity=settings.fingerprint,
+            method=settings.method.label,
         )
+        write_manifest(tmp, manifest)
 
 
 def export_hf(shards: Path, target: Path) -> None:

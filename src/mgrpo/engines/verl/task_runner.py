@@ -6,7 +6,6 @@ cannot be inherited from. :func:`run` wraps the subclass with ``ray.remote`` its
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,13 @@ class MGRPOTaskRunner(BaseTaskRunner):
 
         from mgrpo.engines.verl.config import validate
         from mgrpo.engines.verl.trainer import MGRPOTrainer
+        from mgrpo.settings import RunSettings
 
         OmegaConf.resolve(config)
         _, group_cls = self.add_actor_rollout_worker(config)
         self.add_reward_model_resource_pool(config)
         validate(config)
-        settings = json.loads(Path(config.mgrpo.settings_file).read_text())
+        settings = RunSettings.from_json(Path(config.mgrpo.settings_file).read_text())
 
         model_config: HFModelConfig = omega_conf_to_dataclass(config.actor_rollout_ref.model)
         tokenizer, processor = model_config.tokenizer, model_config.processor

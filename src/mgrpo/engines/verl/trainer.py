@@ -39,14 +39,14 @@ from verl.utils.py_functional import rename_dict
 from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
 
 from mgrpo.algorithm.answers import math_verify_equal
-from mgrpo.algorithm.methods import Method, method_from_settings
-from mgrpo.config import fingerprint
+from mgrpo.algorithm.methods import Method
 from mgrpo.engines.verl import scoring
 from mgrpo.engines.verl.rollout import Rollouts, wait
 from mgrpo.engines.verl.scoring import StepScore, response_texts, score_batch, token_advantages
 from mgrpo.engines.verl.states import STATE_MARKER, find_state, state_dir
 from mgrpo.engines.verl.worker import SELF_CERTAINTY_FLAG, momentum_file
 from mgrpo.io import write_json
+from mgrpo.settings import RunSettings
 from mgrpo.step_records import ChunkRecords, rollout_records, step_metrics
 
 
@@ -82,11 +82,11 @@ def scheduled_lr(optim: Any, update_index: int) -> float:
 class MGRPOTrainer(RayPPOTrainer):
     """``RayPPOTrainer`` whose ``fit()`` runs M-GRPO steps from ``start_step`` to ``end_step``."""
 
-    def __init__(self, *args: Any, settings: Mapping[str, Any], **kwargs: Any):
+    def __init__(self, *args: Any, settings: RunSettings, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.settings = dict(settings)
-        self.method: Method = method_from_settings(self.settings)
-        self.identity = fingerprint(self.settings)
+        self.settings = settings
+        self.method: Method = settings.method
+        self.identity = settings.fingerprint
         self.chunk = self.config.mgrpo
         self.start, self.end = int(self.chunk.start_step), int(self.chunk.end_step)
         if not 0 <= self.start < self.end:
@@ -166,7 +166,7 @@ class MGRPOTrainer(RayPPOTrainer):
             state / STATE_MARKER,
             {
                 "identity": self.identity,
-                "run": self.settings["run"],
+                "run": self.settings.name,
                 "step": step,
                 "start": self.start,
                 "end": self.end,
@@ -283,7 +283,8 @@ class MGRPOTrainer(RayPPOTrainer):
             timing["momentum_ema"] = max(seconds)
 
         label = method.label
-        metrics = step_metrics(self.settings["run"], label, step, score.pools, update)
+        run = self.settings.name
+        metrics = step_metrics(run, label, step, score.pools, update)
         metrics.update(step_time=time.perf_counter() - t0, sample_time=sample_time)
         verl_metrics.update({f"timing_s/{k}": v for k, v in timing.items()})
         return (
