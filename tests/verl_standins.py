@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 from tensordict import TensorDict
 from verl import DataProto
+from verl.single_controller.base import Worker
+from verl.single_controller.base.decorator import Dispatch, register
 from verl.utils import tensordict_utils as tu
 
-from mgrpo.engines.verl.worker import SELF_CERTAINTY_FLAG, momentum_file
+from mgrpo.engines.verl.worker import SELF_CERTAINTY_FLAG, MomentumWorker, momentum_file
 
 
 @dataclass
@@ -205,3 +208,62 @@ class FakeAgentLoop:
             non_tensors={"__num_turns__": np.full(n, 2)},
             meta_info={"timing": {"generate_sequences": 0.0}},
         )
+
+
+class CpuMomentumWorker(MomentumWorker):
+    """The real :class:`MomentumWorker` whose actor is a tiny Qwen3, FSDP2-sharded on CPU.
+
+    verl's engines need CUDA, so ``init_model`` builds what the worker's momentum methods touch
+    (``self.actor.engine.module``) by hand: the base model loaded in fp32 and sharded with
+    ``fully_shard`` over a gloo process group, as verl's FSDP2 engine shards its actor.
+    """
+
+    def __init__(self, model_dir: str):
+        Worker.__init__(self)
+        self.model_dir = model_dir
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def init_model(self):
+        import torch.distributed as dist
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+        from transformers import AutoModelForCausalLM
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        mesh = init_device_mesh("cpu", (dist.get_world_size(),), mesh_dim_names=("fsdp",))
+        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
+        for layer in model.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        self.actor = SimpleNamespace(engine=SimpleNamespace(module=model))
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def train_step_stand_in(self, delta: float) -> None:
+        """What an optimizer step does to pi_q, here: every local shard += delta."""
+        with torch.no_grad():
+            for p in self._policy_module().parameters():
+                p.to_local().add_(delta)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def full_weights(self, momentum: bool = False) -> dict[str, torch.Tensor]:
+        """Full tensors of pi_q, or of pi_k read through the swap (collective: every rank)."""
+        module = self._policy_module()
+        if momentum:
+            with self._momentum().swapped_into(module):
+                return {k: v.full_tensor().clone() for k, v in module.state_dict().items()}
+        return {k: v.full_tensor().clone() for k, v in module.state_dict().items()}
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def save_actor(self, local_path: str) -> None:
+        """The actor's model shards with verl's own FSDPCheckpointManager."""
+        from transformers import AutoTokenizer
+        from verl.trainer.config import CheckpointConfig
+        from verl.utils.checkpoint.fsdp_checkpoint_manager import FSDPCheckpointManager
+
+        manager = FSDPCheckpointManager(
+            model=self._policy_module(),
+            processing_class=AutoTokenizer.from_pretrained(self.model_dir),
+            checkpoint_config=CheckpointConfig(save_contents=["model"], load_contents=["model"]),
+        )
+        manager.save_checkpoint(local_path, global_step=1)
