@@ -72,7 +72,7 @@ def records_until(directory: Path, settings, end: int) -> None:
                 "entropy": 1.0,
                 "kept": True,
                 "trained": True,
-            }  # fmt: skip
+            }
             for i in range(8)
         ]
         records.add(line, rows)
@@ -167,5 +167,5 @@ def test_this_machine_cannot_run_verl_and_says_why():
     settings = run_settings(**SETTINGS)
     reason = launch.unavailable_reason(settings)
     assert reason is not None and "vLLM" in reason
-    with pytest.raises(Exception, match="'verl' needs verl 0.9.1"):
+    with pytest.raises(Exception, match=r"'verl' needs verl 0\.9\.1"):
         load_engine(settings, "config key 'training.engine'")
