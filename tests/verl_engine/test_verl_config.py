@@ -95,9 +95,15 @@ def test_the_one_gpu_config_composes(tmp_path):
 
 
 def test_verl_validation_runs_on_the_composed_config(tmp_path):
-    # 8 prompts x 24 rollouts do not split over 7 GPUs: verl's own check must refuse it.
+    # 4 prompts x M = 3 policy rollouts do not split over 8 GPUs: verl's own check refuses it.
+    settings = settings_of(PAPER, "mgrpo_iqr_g32", prompts_per_step=4, rollouts=4)
+    with pytest.raises(AssertionError, match=r"real_train_batch_size \(12\)"):
+        compose_run(settings, tmp_path)
+
+
+def test_a_step_that_does_not_split_over_the_gpus_is_refused(tmp_path):
     settings = settings_of(PAPER, "mgrpo_iqr_g32", gpus=7)
-    with pytest.raises((AssertionError, ValueError)):
+    with pytest.raises(ValueError, match=r"8 x 32 rollouts per step do not split over gpus=7"):
         compose_run(settings, tmp_path)
 
 

@@ -54,6 +54,13 @@ def compose(overrides: Sequence[str]) -> Any:
 
 def chunk_config(settings: Mapping[str, Any], **chunk: Any) -> Any:
     """The full, validated verl config of one chunk of a run."""
+    group = settings["rollouts"]
+    if settings["prompts_per_step"] * group % settings["gpus"]:
+        raise ValueError(
+            f"run {settings['run']!r}: prompts_per_step x rollouts = "
+            f"{settings['prompts_per_step']} x {group} rollouts per step do not split over "
+            f"gpus={settings['gpus']} (verl balances and dispatches them evenly)"
+        )
     extra = chunk_keys(settings, **chunk)
     overrides = verl_overrides(settings, extra) + list(settings.get("verl_overrides", []))
     config = compose(overrides)

@@ -252,7 +252,11 @@ class MGRPOTrainer(RayPPOTrainer):
                 )
             )
         sample_time = time.perf_counter() - t0
+        meta = parts[0].meta_info
+        for part in parts:  # the calls' own metadata may differ; concat insists on equality
+            part.meta_info = {}
         full = DataProto.concat(parts)
+        full.meta_info = meta
         if "response_mask" not in full.batch.keys():  # noqa: SIM118 (a TensorDict)
             full.batch["response_mask"] = compute_response_mask(full)
         if self.config.trainer.balance_batch:
