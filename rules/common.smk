@@ -6,15 +6,9 @@ from pathlib import Path
 
 SRC = str(Path(workflow.basedir).parent / "src")
 sys.path.insert(0, SRC)
-from mgrpo.config import (
-    checkpoint_steps,
-    fingerprint,
-    model_key,
-    resolve_run,
-    run_identity,
-    trained_settings,
-    validate_config,
-)
+from mgrpo.config import model_key, validate_config
+from mgrpo.run_layout import read_manifest
+from mgrpo.settings import resolve_run_settings
 from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
 
 # Jobs (local or SLURM, which exports this environment) run `python -m mgrpo` from this
@@ -25,7 +19,9 @@ os.environ.update(
 )
 
 CONFIG = validate_config(config)
-RUNS = {name: resolve_run(CONFIG, name) for name in CONFIG["runs"]}
+# Each run's RunSettings, resolved once. Engine availability is checked when a training job
+# starts (`mgrpo train`), not here: the paper's DAG is planned on login nodes without verl.
+RUNS = {name: resolve_run_settings(CONFIG, name) for name in CONFIG["runs"]}
 BENCHMARKS = CONFIG["benchmarks"]
 TOY_SPLITS = list(CONFIG["data"]["toy"]["splits"])
 # Base models by file-system-safe key ("toy" or e.g. "Qwen--Qwen3-4B-Base").
@@ -83,13 +79,6 @@ def init_path(wildcards):
     return f"results/runs/{wildcards.run}/checkpoints/step{start}"
 
 
-def checkpoint_identity(run):
-    """The identity `mgrpo train` writes into every checkpoint of `run` (see trained_settings)."""
-    key = run_model_key(run)
-    settings = trained_settings(RUNS[run], base_model_path(key), train_data_path())
-    return fingerprint(run_identity(settings))
-
-
 def checkpoint_input(run, step):
     """A checkpoint read by a later chunk or by an evaluation.
 
@@ -101,10 +90,12 @@ def checkpoint_input(run, step):
     """
     path = f"results/runs/{run}/checkpoints/step{step}"
     try:
-        trained_with = json.loads(Path(path, "checkpoint.json").read_text())["identity"]
-    except (OSError, ValueError, KeyError):
-        return path  # absent or incomplete: it will be (re)written first
-    return ancient(path) if trained_with == checkpoint_identity(run) else path
+        manifest = read_manifest(path)
+    except ValueError:  # not a manifest this release writes: retrain
+        manifest = None
+    if manifest is not None and manifest.identity == RUNS[run].fingerprint:
+        return ancient(path)
+    return path  # absent, incomplete or of other settings: it will be (re)written first
 
 
 def train_chunk_inputs(wildcards):
@@ -118,13 +109,21 @@ def train_chunk_inputs(wildcards):
     return inputs
 
 
+def train_gpus(wildcards):
+    """GPUs of a training job: the run's `gpus` on verl; one for the local engine on CUDA."""
+    settings = RUNS[wildcards.run]
+    if settings["engine"] == "verl":
+        return settings["gpus"]
+    return 1 if settings["device"].startswith("cuda") else 0
+
+
 def train_settings(wildcards):
     """Run settings minus the run length: raising `steps` appends chunks, retrains nothing."""
-    return json.dumps(run_identity(RUNS[wildcards.run]), sort_keys=True)
+    return RUNS[wildcards.run].to_json()
 
 
 def run_fingerprint(wildcards):
-    return fingerprint(run_identity(RUNS[wildcards.run]))
+    return RUNS[wildcards.run].fingerprint
 
 
 def problems_path(bench):
@@ -173,7 +172,7 @@ def eval_files():
     return [
         f"results/eval/{run}/step{step}/{bench}.json"
         for run, settings in RUNS.items()
-        for step in [0, *checkpoint_steps(settings)]
+        for step in [0, *settings.checkpoint_steps]
         for bench in BENCHMARKS
     ]
 
@@ -182,13 +181,17 @@ def metrics_files():
     return [
         f"results/runs/{run}/metrics/to_step{step}.jsonl"
         for run, settings in RUNS.items()
-        for step in checkpoint_steps(settings)
+        for step in settings.checkpoint_steps
     ]
 
 
 def report_config():
     return json.dumps(
-        {"runs": RUNS, "benchmarks": list(BENCHMARKS), "report": CONFIG["report"]},
+        {
+            "runs": {name: settings.to_dict() for name, settings in RUNS.items()},
+            "benchmarks": list(BENCHMARKS),
+            "report": CONFIG["report"],
+        },
         sort_keys=True,
     )
 

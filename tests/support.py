@@ -8,9 +8,13 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from mgrpo.engines import ChunkPaths
+    from mgrpo.settings import RunSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -55,37 +59,47 @@ TINY_TRAINING = {
 }
 
 
-def tiny_config(**training: Any) -> dict[str, Any]:
-    """A full, validated config on the tiny toy task with one run named ``run``."""
+def tiny_config(name: str = "run", **training: Any) -> dict[str, Any]:
+    """A full, validated config on the tiny toy task with one run, ``name``."""
     from mgrpo.config import validate_config
 
     return validate_config(
         {
             **TINY_TOY,
             "training": {**TINY_TRAINING, **training},
-            "runs": {"run": {}},
+            "runs": {name: {}},
             "benchmarks": {"test": {"source": "toy", "split": "test"}},
         }
     )
 
 
-def settings_for(toy_dir: Path, **training: Any) -> dict[str, Any]:
-    """Resolved settings of the tiny run ``run`` on the session's toy model and train split."""
-    from mgrpo.config import resolve_run, run_identity
+def run_settings(name: str = "run", **training: Any) -> RunSettings:
+    """The resolved settings of the tiny config's one run, ``name``."""
+    from mgrpo.settings import resolve_run_settings
 
-    settings = run_identity(resolve_run(tiny_config(**training), "run"))
-    return {
-        **settings,
-        "model_path": str(toy_dir / "model"),
-        "train_data": str(toy_dir / "data" / "train.parquet"),
-    }
+    return resolve_run_settings(tiny_config(name, **training), name)
 
 
-def chunk(settings: dict[str, Any], out: Path, start: int, end: int, init: Path) -> Any:
-    """Train steps ``start+1..end`` into ``out`` (``step{end}/``, ``metrics{end}.jsonl``, ...)."""
-    from mgrpo.engines.local.trainer import ChunkPaths, train_chunk
+def chunk(
+    toy_dir: Path,
+    settings: RunSettings,
+    out: Path,
+    start: int,
+    end: int,
+    init: Path,
+    train_data: Path | None = None,
+) -> ChunkPaths:
+    """Train steps ``start+1..end`` of ``settings`` on the toy model into ``out``.
+
+    Writes ``step{end}/``, ``metrics{end}.jsonl``, ``rollouts{end}.parquet`` and, while it runs,
+    ``resume{end}/``; prompts from the toy train split unless ``train_data`` is given.
+    """
+    from mgrpo.engines import ChunkPaths
+    from mgrpo.engines.local.trainer import train_chunk
 
     paths = ChunkPaths(
+        base_model=toy_dir / "model",
+        train_data=train_data or toy_dir / "data" / "train.parquet",
         init=init,
         checkpoint=out / f"step{end}",
         metrics=out / f"metrics{end}.jsonl",

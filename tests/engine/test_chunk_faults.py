@@ -19,10 +19,11 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import chunk, settings_for
+from support import chunk, run_settings
 
+from mgrpo.engines import ChunkPaths
 from mgrpo.engines.local import trainer as trainer_module
-from mgrpo.engines.local.trainer import ChunkPaths, LocalTrainer, TrainingDiverged, train_chunk
+from mgrpo.engines.local.trainer import LocalTrainer, TrainingDiverged, train_chunk
 from mgrpo.io import read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -92,42 +93,42 @@ def test_resume_state_of_other_settings_is_ignored(
     toy_dir: Path, tmp_path: Path, change: dict
 ) -> None:
     """A killed run of other settings left a resume state where this chunk keeps its own."""
-    ours = settings_for(toy_dir, **{"method": "srt", "resume_every": 1, **change})
-    theirs = settings_for(toy_dir, method="srt", resume_every=1)
+    ours = run_settings(**{"method": "srt", "resume_every": 1, **change})
+    theirs = run_settings(method="srt", resume_every=1)
     out = tmp_path / "run"
-    first = chunk(ours, out, 0, 2, toy_dir / "model")
-    their_first = chunk(theirs, tmp_path / "theirs", 0, 2, toy_dir / "model")
+    first = chunk(toy_dir, ours, out, 0, 2, toy_dir / "model")
+    their_first = chunk(toy_dir, theirs, tmp_path / "theirs", 0, 2, toy_dir / "model")
     with pytest.raises(Killed), before_step(2, kill):  # their state at step 3 is in resume4/
-        chunk(theirs, out, 2, 4, their_first.checkpoint)
+        chunk(toy_dir, theirs, out, 2, 4, their_first.checkpoint)
     assert json.loads((out / "resume4" / "latest.json").read_text())["step"] == 3
 
-    resumed = chunk(ours, out, 2, 4, first.checkpoint)
-    clean = chunk(ours, tmp_path / "clean", 2, 4, first.checkpoint)
+    resumed = chunk(toy_dir, ours, out, 2, 4, first.checkpoint)
+    clean = chunk(toy_dir, ours, tmp_path / "clean", 2, 4, first.checkpoint)
     same_result(resumed, clean)
     assert [m["step"] for m in read_jsonl(resumed.metrics)] == [3, 4]
 
 
 def test_resume_state_of_other_chunk_bounds_is_ignored(toy_dir: Path, tmp_path: Path) -> None:
     """Same settings, but the state belongs to chunk 2 -> 4: chunk 0 -> 4 must train steps 1-4."""
-    settings = settings_for(toy_dir, method="srt", resume_every=1)
+    settings = run_settings(method="srt", resume_every=1)
     out = tmp_path / "run"
-    first = chunk(settings, tmp_path / "first", 0, 2, toy_dir / "model")
+    first = chunk(toy_dir, settings, tmp_path / "first", 0, 2, toy_dir / "model")
     with pytest.raises(Killed), before_step(2, kill):
-        chunk(settings, out, 2, 4, first.checkpoint)
+        chunk(toy_dir, settings, out, 2, 4, first.checkpoint)
     latest = json.loads((out / "resume4" / "latest.json").read_text())
     assert (latest["start"], latest["end"], latest["step"]) == (2, 4, 3)
 
-    whole = chunk(settings, out, 0, 4, toy_dir / "model")
+    whole = chunk(toy_dir, settings, out, 0, 4, toy_dir / "model")
     assert [m["step"] for m in read_jsonl(whole.metrics)] == [1, 2, 3, 4]
-    same_result(whole, chunk(settings, tmp_path / "clean", 0, 4, toy_dir / "model"))
+    same_result(whole, chunk(toy_dir, settings, tmp_path / "clean", 0, 4, toy_dir / "model"))
 
 
 def test_an_incomplete_checkpoint_is_not_a_starting_point(toy_dir: Path, tmp_path: Path) -> None:
-    settings = settings_for(toy_dir, method="srt")
-    first = chunk(settings, tmp_path, 0, 2, toy_dir / "model")
+    settings = run_settings(method="srt")
+    first = chunk(toy_dir, settings, tmp_path, 0, 2, toy_dir / "model")
     (first.checkpoint / "checkpoint.json").unlink()  # e.g. a copy that stopped half way
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
-        chunk(settings, tmp_path, 2, 4, first.checkpoint)
+        chunk(toy_dir, settings, tmp_path, 2, 4, first.checkpoint)
 
 
 # ----------------------------------------------------------------------------- divergence
@@ -153,8 +154,8 @@ def poison_loss(kind: str) -> Callable[..., Any]:
 def test_divergence_names_the_step_and_leaves_good_state_untouched(
     toy_dir: Path, tmp_path: Path, kind: str
 ) -> None:
-    settings = settings_for(toy_dir, **{"method": "mgrpo", "rollouts": 4}, resume_every=1)
-    previous = chunk(settings, tmp_path, 0, 2, toy_dir / "model")
+    settings = run_settings(**{"method": "mgrpo", "rollouts": 4}, resume_every=1)
+    previous = chunk(toy_dir, settings, tmp_path, 0, 2, toy_dir / "model")
     loss = poison_loss(kind)
     snapshot: dict[str, dict[str, str]] = {}
 
@@ -167,7 +168,7 @@ def test_divergence_names_the_step_and_leaves_good_state_untouched(
     with pytest.MonkeyPatch.context() as patch, before_step(3, diverge):
         patch.setattr(trainer_module, "policy_loss", loss)
         with pytest.raises(TrainingDiverged, match=message):
-            chunk(settings, tmp_path, 2, 6, previous.checkpoint)
+            chunk(toy_dir, settings, tmp_path, 2, 6, previous.checkpoint)
 
     assert json.loads((tmp_path / "resume6" / "latest.json").read_text())["step"] == 4
     assert tree_hashes(previous.checkpoint) == snapshot["checkpoint"]
@@ -207,17 +208,16 @@ def test_bad_training_row_fails_before_any_step_naming_file_row_column(
     toy_dir: Path, tmp_path: Path, method: str, column: str, row: int, value: Any, problem: str
 ) -> None:
     data = bad_file(toy_dir, tmp_path, column, row, value)
-    settings = {**settings_for(toy_dir, method=method), "train_data": str(data)}
+    settings = run_settings(method=method)
     with no_training_step(), pytest.raises(ValueError) as err:
-        chunk(settings, tmp_path / "out", 0, 2, toy_dir / "model")
+        chunk(toy_dir, settings, tmp_path / "out", 0, 2, toy_dir / "model", data)
     assert str(err.value).startswith(f"{data}: row {row}, column '{column}': {problem}")
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_answers_are_fine_where_nothing_needs_them(toy_dir: Path, tmp_path: Path) -> None:
     data = bad_file(toy_dir, tmp_path, "answer", 9, None)
-    settings = {**settings_for(toy_dir, method="srt"), "train_data": str(data)}
-    chunk(settings, tmp_path / "out", 0, 1, toy_dir / "model")
+    chunk(toy_dir, run_settings(method="srt"), tmp_path / "out", 0, 1, toy_dir / "model", data)
 
 
 def test_evaluation_row_without_answer_is_named(toy_dir: Path, tmp_path: Path) -> None:
@@ -265,19 +265,19 @@ def test_disk_full_while_writing_the_checkpoint_leaves_none(
 ) -> None:
     from transformers import PreTrainedModel
 
-    settings = settings_for(toy_dir, method="mgrpo", rollouts=4, resume_every=1)
+    settings = run_settings(method="mgrpo", rollouts=4, resume_every=1)
     with pytest.MonkeyPatch.context() as patch:
         if fault == "torch.save":
             patch.setattr(torch, "save", disk_full)
         else:  # the policy is written, the momentum policy is not
             patch.setattr(PreTrainedModel, "save_pretrained", save_pretrained_then_fail(1))
         with pytest.raises(OSError, match="No space left on device"):
-            chunk(settings, tmp_path, 0, 1, toy_dir / "model")
+            chunk(toy_dir, settings, tmp_path, 0, 1, toy_dir / "model")
     assert not (tmp_path / "step1").exists()
     assert leftovers(tmp_path) == []
     # The rerun writes the complete checkpoint, the same as a run that never failed.
-    rerun = chunk(settings, tmp_path, 0, 1, toy_dir / "model")
-    same_result(rerun, chunk(settings, tmp_path / "clean", 0, 1, toy_dir / "model"))
+    rerun = chunk(toy_dir, settings, tmp_path, 0, 1, toy_dir / "model")
+    same_result(rerun, chunk(toy_dir, settings, tmp_path / "clean", 0, 1, toy_dir / "model"))
 
 
 def test_disk_full_while_writing_a_resume_state_keeps_the_previous_one(
@@ -285,30 +285,32 @@ def test_disk_full_while_writing_a_resume_state_keeps_the_previous_one(
 ) -> None:
     from transformers import PreTrainedModel
 
-    settings = settings_for(toy_dir, method="mgrpo", rollouts=4, resume_every=1)
+    settings = run_settings(method="mgrpo", rollouts=4, resume_every=1)
     with pytest.MonkeyPatch.context() as patch:
         # Each resume state saves pi_q and pi_k: the state of step 2 fails half written.
         patch.setattr(PreTrainedModel, "save_pretrained", save_pretrained_then_fail(3))
         with pytest.raises(OSError, match="No space left on device"):
-            chunk(settings, tmp_path, 0, 4, toy_dir / "model")
+            chunk(toy_dir, settings, tmp_path, 0, 4, toy_dir / "model")
     resume = tmp_path / "resume4"
     latest = json.loads((resume / "latest.json").read_text())
     assert latest["step"] == 1
     assert sorted(p.name for p in resume.glob("state-step*")) == [latest["state"]]
     assert (resume / latest["state"] / "checkpoint.json").exists()
     assert leftovers(tmp_path) == []
-    rerun = chunk(settings, tmp_path, 0, 4, toy_dir / "model")
-    same_result(rerun, chunk(settings, tmp_path / "clean", 0, 4, toy_dir / "model"))
+    rerun = chunk(toy_dir, settings, tmp_path, 0, 4, toy_dir / "model")
+    same_result(rerun, chunk(toy_dir, settings, tmp_path / "clean", 0, 4, toy_dir / "model"))
 
 
 def test_unwritable_checkpoint_directory_leaves_no_checkpoint(
     toy_dir: Path, tmp_path: Path
 ) -> None:
-    settings = settings_for(toy_dir, method="srt")
+    settings = run_settings(method="srt")
     parent = tmp_path / "checkpoints"
     parent.mkdir()
     parent.chmod(0o555)
     paths = ChunkPaths(
+        base_model=toy_dir / "model",
+        train_data=toy_dir / "data" / "train.parquet",
         init=toy_dir / "model",
         checkpoint=parent / "step1",
         metrics=tmp_path / "metrics.jsonl",

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import chunk, settings_for
+from support import chunk, run_settings
 
 from mgrpo.engines.local import trainer as trainer_module
 from mgrpo.io import read_jsonl
@@ -61,7 +61,7 @@ class Trace:
 
 def trace_run(toy_dir: Path, out: Path, steps: int, **training: Any) -> Trace:
     """Train ``steps`` one-step chunks; keep every rollout batch the trainer sampled."""
-    settings = settings_for(toy_dir, **{**TRACED, **training})
+    settings = run_settings(**{**TRACED, **training})
     prompts = settings["prompts_per_step"]
     momentum_rows = prompts * settings["momentum_rollouts"]
     policy_rows = prompts * settings["rollouts"] - momentum_rows
@@ -78,7 +78,7 @@ def trace_run(toy_dir: Path, out: Path, steps: int, **training: Any) -> Trace:
         patch.setattr(trainer_module.lm, "sample", recording_sample)
         for step in range(1, steps + 1):
             batches.clear()
-            paths = chunk(settings, out, step - 1, step, models[-1])
+            paths = chunk(toy_dir, settings, out, step - 1, step, models[-1])
             by_size = {len(b): b for b in batches}
             assert sorted(by_size) == sorted({policy_rows, momentum_rows}), "one batch per model"
             sampled[step] = {"policy": by_size[policy_rows], "momentum": by_size[momentum_rows]}
@@ -234,8 +234,8 @@ def test_micro_batch_size_does_not_change_the_update(toy_dir: Path, tmp_path: Pa
     """The loss is one token mean over the step's trained rows however they are split."""
     logged = {}
     for size in (1, 64):
-        settings = settings_for(toy_dir, **TRACED, micro_batch_size=size)
-        paths = chunk(settings, tmp_path / str(size), 0, 1, toy_dir / "model")
+        settings = run_settings(**TRACED, micro_batch_size=size)
+        paths = chunk(toy_dir, settings, tmp_path / str(size), 0, 1, toy_dir / "model")
         (logged[size],) = read_jsonl(paths.metrics)
     assert logged[1]["grad_norm"] > 0
     for key in ("loss", "pg_loss", "grad_norm", "kl", "trained_rollouts"):
@@ -307,7 +307,7 @@ def test_a_checkpoint_of_another_seed_or_method_is_refused(
     toy_dir: Path, tmp_path: Path, change: dict
 ) -> None:
     """A changed run never continues from the old run's checkpoint."""
-    first = chunk(settings_for(toy_dir, method="srt"), tmp_path, 0, 2, toy_dir / "model")
-    changed = settings_for(toy_dir, **{"method": "srt", **change})
+    first = chunk(toy_dir, run_settings(method="srt"), tmp_path, 0, 2, toy_dir / "model")
+    changed = run_settings(**{"method": "srt", **change})
     with pytest.raises(ValueError, match="must restart from step 0"):
-        chunk(changed, tmp_path / "changed", 2, 4, first.checkpoint)
+        chunk(toy_dir, changed, tmp_path / "changed", 2, 4, first.checkpoint)
