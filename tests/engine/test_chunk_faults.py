@@ -25,6 +25,7 @@ from mgrpo.engines import ChunkPaths
 from mgrpo.engines.local import trainer as trainer_module
 from mgrpo.engines.local.trainer import LocalTrainer, TrainingDiverged, train_chunk
 from mgrpo.io import read_jsonl
+from mgrpo.settings import RunSettings
 
 pytestmark = pytest.mark.slow
 TIMING_KEYS = {"step_time", "sample_time"}
@@ -76,6 +77,12 @@ def same_result(a: ChunkPaths, b: ChunkPaths) -> None:
         {k: v for k, v in m.items() if k not in TIMING_KEYS} for m in read_jsonl(a.metrics)
     ] == [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in read_jsonl(b.metrics)]
     pd.testing.assert_frame_equal(pd.read_parquet(a.rollouts), pd.read_parquet(b.rollouts))
+
+
+def rerun_is_clean(toy_dir: Path, settings: RunSettings, out: Path, end: int) -> None:
+    """Rerunning chunk 0 -> end in ``out`` gives what a run that never failed gives."""
+    rerun = chunk(toy_dir, settings, out, 0, end, toy_dir / "model")
+    same_result(rerun, chunk(toy_dir, settings, out / "clean", 0, end, toy_dir / "model"))
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -275,9 +282,7 @@ def test_disk_full_while_writing_the_checkpoint_leaves_none(
             chunk(toy_dir, settings, tmp_path, 0, 1, toy_dir / "model")
     assert not (tmp_path / "step1").exists()
     assert leftovers(tmp_path) == []
-    # The rerun writes the complete checkpoint, the same as a run that never failed.
-    rerun = chunk(toy_dir, settings, tmp_path, 0, 1, toy_dir / "model")
-    same_result(rerun, chunk(toy_dir, settings, tmp_path / "clean", 0, 1, toy_dir / "model"))
+    rerun_is_clean(toy_dir, settings, tmp_path, 1)
 
 
 def test_disk_full_while_writing_a_resume_state_keeps_the_previous_one(
@@ -297,8 +302,7 @@ def test_disk_full_while_writing_a_resume_state_keeps_the_previous_one(
     assert sorted(p.name for p in resume.glob("state-step*")) == [latest["state"]]
     assert (resume / latest["state"] / "checkpoint.json").exists()
     assert leftovers(tmp_path) == []
-    rerun = chunk(toy_dir, settings, tmp_path, 0, 4, toy_dir / "model")
-    same_result(rerun, chunk(toy_dir, settings, tmp_path / "clean", 0, 4, toy_dir / "model"))
+    rerun_is_clean(toy_dir, settings, tmp_path, 4)
 
 
 def test_unwritable_checkpoint_directory_leaves_no_checkpoint(

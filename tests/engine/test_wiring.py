@@ -8,6 +8,7 @@ files with independent, unpadded forward passes and compared with what it record
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,15 @@ def test_logged_entropies_are_the_policy_and_momentum_rows_means(traced: Trace) 
 
 
 # ------------------------------------------------------------------------------ the update
+def test_learning_rate_follows_the_run_schedule_not_the_chunk(traced: Trace) -> None:
+    """One-step chunks still walk the run's cosine over schedule_steps (no warmup at 4 steps)."""
+    s = traced.settings
+    assert (s["lr_schedule"], int(s["warmup_ratio"] * s["schedule_steps"])) == ("cosine", 0)
+    for step, metrics in enumerate(traced.metrics, start=1):
+        progress = (step - 1) / s["schedule_steps"]
+        assert metrics["lr"] == pytest.approx(s["lr"] * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def test_micro_batch_size_does_not_change_the_update(toy_dir: Path, tmp_path: Path) -> None:
     """The loss is one token mean over the step's trained rows however they are split."""
     logged = {}
