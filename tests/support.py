@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +62,19 @@ def tiny_config(**training: Any) -> dict[str, Any]:
             "benchmarks": {"test": {"source": "toy", "split": "test"}},
         }
     )
+
+
+@contextlib.contextmanager
+def fails_after(seconds: int) -> Iterator[None]:
+    """Turn a hang (the bug a test looks for) into a failure: SIGALRM in the main thread."""
+
+    def hung(signum: int, frame: object) -> None:
+        raise AssertionError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
