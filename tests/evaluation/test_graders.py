@@ -143,6 +143,22 @@ def test_no_committed_letter_is_no_answer(response: str) -> None:
     assert extract_choice(response, FOUR) is None
 
 
+@pytest.mark.parametrize(
+    "response",
+    [
+        "The answer" + " " * 50_000 + "is" + " " * 50_000,  # 93 s with nested \s* quantifiers
+        "answer" + " :" * 5_000 + " x",
+        "\\text{" * 20_000 + "C" + "}" * 20_000,
+    ],
+)
+def test_hostile_responses_are_read_in_linear_time(response: str) -> None:
+    start = time.monotonic()
+    with fails_after(60):
+        extract_choice(response, FOUR)
+        extract_program(response + "```python\n" * 20_000)
+    assert time.monotonic() - start < 10
+
+
 def test_choice_grader_verdicts() -> None:
     problems = ProblemSet(
         ids=["q"], questions=["q"], answers=["B"], kind="multiple_choice", options=[FOUR]

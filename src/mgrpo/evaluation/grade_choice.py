@@ -26,22 +26,23 @@ from mgrpo.data import LETTERS, ProblemSet
 from mgrpo.evaluation.grading import Verdict
 
 _WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mathbf|mbox|bf)\s*\{([^{}]*)\}")
+# Every repetition is bounded: responses are untrusted text, and nested unbounded quantifiers
+# backtrack for minutes on long runs of spaces.
 _STATED = (
-    r"(?i:\b(?:final\s+|correct\s+|best\s+)?answer|\b(?:correct|best|right)\s+"
+    r"(?i:\b(?:(?:final|correct|best)\s{1,3})?answer|\b(?:correct|best|right)\s{1,3}"
     r"(?:option|choice|letter))"
-    r"(?:\s*(?i:is|would\s+be|should\s+be|must\s+be|will\s+be|=|:))+"
-    r"[\s*:]*(?i:option|choice|letter)?[\s*$(\[]*({L})(?![A-Za-z0-9])"
+    r"[\s*:=]{0,6}(?i:(?:is|(?:would|should|must|will)\s{1,3}be)\b)?"
+    r"[\s*:=]{0,6}(?i:(?:option|choice|letter)\s{0,3})?[\s*$(\[]{0,4}({L})(?![A-Za-z0-9])"
 )
 _DECLARED = (
-    r"(?i:\b(?:option|choice))\s*[(\[]?({L})[)\]]?\s+(?i:is)\s+(?i:the\s+)?"
+    r"(?i:\b(?:option|choice))\s{0,3}[(\[]?({L})[)\]]?\s{1,3}(?i:is)\s{1,3}(?i:the\s{1,3})?"
     r"(?i:correct|right|best|answer)"
 )
 
 
 def _clean(text: str) -> str:
-    previous = None
-    while previous != text:
-        previous, text = text, _WRAPPERS.sub(r"\1", text)
+    for _ in range(3):  # \text{\textbf{C}}: a few layers, never a loop over hostile nesting
+        text = _WRAPPERS.sub(r"\1", text)
     return text.replace("$", "").replace("**", "").strip()
 
 
@@ -67,7 +68,7 @@ def extract_choice(response: str, options: Sequence[str]) -> str | None:
     stated = [
         (m.start(), m.group(1))
         for pattern in (_STATED, _DECLARED)
-        for m in re.finditer(pattern.format(L=letter), response)
+        for m in re.finditer(pattern.replace("{L}", letter), response)
     ]
     if stated:
         return max(stated)[1]

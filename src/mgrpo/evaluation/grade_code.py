@@ -8,7 +8,6 @@ cut off at the token limit) does not count. Programs run concurrently, each in i
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +17,30 @@ from mgrpo.data import ProblemSet
 from mgrpo.evaluation.grading import Verdict
 from mgrpo.evaluation.sandbox import Limits, Result, run_program
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)^[ \t]*```", re.S | re.M)
 _PYTHON_TAGS = {"python", "py", "python3"}
+
+
+def _fenced_blocks(response: str) -> list[tuple[str, str]]:
+    """(tag, body) of every closed ``` block, scanning lines once (no regex backtracking)."""
+    blocks: list[tuple[str, str]] = []
+    body: list[str] | None = None
+    tag = ""
+    for line in response.splitlines(keepends=True):
+        fence = line.strip().startswith("```")
+        if body is None and fence:
+            info = line.strip()[3:].strip()
+            tag, body = (info.split()[0].lower() if info else ""), []
+        elif body is not None and fence:
+            blocks.append((tag, "".join(body)))
+            body = None
+        elif body is not None:
+            body.append(line)
+    return blocks
 
 
 def extract_program(response: str) -> str | None:
     """The program in ``response``'s last Python code block, or None."""
-    blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(response)]
+    blocks = _fenced_blocks(response)
     tagged = [body for tag, body in blocks if tag in _PYTHON_TAGS]
     untagged = [body for tag, body in blocks if not tag]
     program = (tagged or untagged or [None])[-1]
