@@ -82,8 +82,10 @@ def stop_token_ids(model_dir: str | Path, tokenizer: Any) -> list[int]:
     ids = {tokenizer.eos_token_id}
     try:
         configured = GenerationConfig.from_pretrained(str(model_dir)).eos_token_id
-    except OSError:  # no generation_config.json
-        configured = None
+    except OSError:  # no generation_config.json: transformers derives it from config.json
+        from transformers import AutoConfig
+
+        configured = getattr(AutoConfig.from_pretrained(str(model_dir)), "eos_token_id", None)
     if configured is not None:
         ids |= set(configured) if isinstance(configured, list | tuple) else {configured}
     return sorted(i for i in ids if i is not None)

@@ -135,7 +135,11 @@ def _hide_homes(keep):
     """
     import pwd
 
-    homes = _outermost(["/root", pwd.getpwuid(os.getuid()).pw_dir])
+    try:
+        own_home = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:  # a uid without a passwd entry (containers)
+        own_home = "/root"
+    homes = _outermost(["/root", own_home])
     for home in homes:
         if home == "/":
             continue
@@ -169,7 +173,10 @@ def _private_filesystem(workdir, disk_bytes, keep):
     """
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-    hidden = _hide_homes(keep)
+    try:
+        hidden = _hide_homes(keep)
+    except OSError as err:  # e.g. no open_tree (Linux < 5.2): homes stay visible, read-only
+        hidden = [f"failed: {err}"]
     os.makedirs(workdir, exist_ok=True)
     read_only = _read_only_everywhere()
     _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, f"size={disk_bytes},mode=1777")
