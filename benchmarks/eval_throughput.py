@@ -44,7 +44,7 @@ def toy_inputs(config: dict, workdir: Path) -> tuple[Path, Path]:
 
 
 def generation(config: dict, model: Path, problems: Path, threads: int, repeats: int) -> dict:
-    from mgrpo.engines.local import lm
+    from mgrpo import lm
     from mgrpo.evaluation.backends import LocalBackend, stop_token_ids
     from mgrpo.evaluation.runner import evaluate_model
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from vllm_stand_in import SamplingParams, ScriptedLLM
 
-from mgrpo.engines.local import lm
+from mgrpo import lm
 from mgrpo.evaluation.backends import (
     LocalBackend,
     Sampling,

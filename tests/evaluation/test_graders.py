@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from support import fails_after
 
-from mgrpo.data import ProblemSet
+from mgrpo.data import ProblemSet, read_problems
+from mgrpo.evaluation.backends import Completion
 from mgrpo.evaluation.grade_choice import ChoiceGrader, extract_choice
 from mgrpo.evaluation.grade_code import extract_program
 from mgrpo.evaluation.grade_math import MathGrader
@@ -44,11 +47,11 @@ def test_math_equivalent_forms_last_box_and_no_box() -> None:
 
 
 def test_exact_equivalence_never_calls_math_verify() -> None:
-    problems = math_problems("\\frac{1}{2}")
+    problems = math_problems("\\sqrt{3}")
     verdicts = MathGrader(equivalence="exact").grade(
-        problems, [["\\boxed{0.5}", "\\boxed{\\frac12}"]]
+        problems, [["\\boxed{3^{1/2}}", "\\boxed{\\sqrt3}"]]
     )
-    assert reasons(verdicts) == [["wrong_answer", "correct"]]  # \frac12 normalises to \frac{1}{2}
+    assert reasons(verdicts) == [["wrong_answer", "correct"]]  # \sqrt3 normalises to \sqrt{3}
 
 
 def test_a_pathological_answer_times_out_and_is_graded_wrong() -> None:
@@ -185,3 +188,29 @@ def test_program_is_the_last_python_block() -> None:
 )
 def test_no_complete_code_block_is_no_program(response: str) -> None:
     assert extract_program(response) is None
+
+
+def test_majority_at_k_votes_over_answer_classes() -> None:
+    # Two samples write sqrt(3) in different forms, one says 1. As strings the three tie and the
+    # first ("1") would win; math-verify merges the two roots, which then win 2:1.
+    from mgrpo.evaluation.runner import summarize
+
+    problems = math_problems("\\sqrt{3}")
+    texts = [["\\boxed{1}", "\\boxed{\\sqrt{3}}", "\\boxed{3^{1/2}}"]]
+    completions = [[Completion(t, 1, "stop") for t in texts[0]]]
+    for equivalence, majority in (("math_verify", 1.0), ("exact", 0.0)):
+        verdicts = MathGrader(equivalence=equivalence, workers=1).grade(problems, texts)
+        assert summarize(problems, completions, verdicts)[0]["majority_accuracy"] == majority
+
+
+def test_exact_grading_of_file_answers_written_in_other_forms(tmp_path: Path) -> None:
+    # Truths read from a problem file and responses that box another form of the same answer
+    # agree under the string rules alone (answer_equivalence: exact).
+    truths = ["\\$5", "\\frac12", "a=3", "\\sqrt3", "90^\\circ", "\\text{(C)}"]
+    texts = ["5\\text{ dollars}", "0.5", "3", "\\sqrt{3}", "90 degrees", "C"]
+    path = tmp_path / "problems.parquet"
+    ids = [f"p{i}" for i in range(len(truths))]
+    pd.DataFrame({"id": ids, "question": ["q"] * len(ids), "answer": truths}).to_parquet(path)
+    responses = [[f"so \\boxed{{{t}}}"] for t in texts]
+    verdicts = MathGrader(equivalence="exact").grade(read_problems(path), responses)
+    assert all(v.correct for row in verdicts for v in row)

@@ -9,9 +9,9 @@ import pytest
 from benchmark_fixtures import KINDS, write_fixture
 from vllm_stand_in import SamplingParams, ScriptedLLM
 
+from mgrpo import lm
 from mgrpo.config import validate_config
 from mgrpo.data import ProblemSet, read_problems
-from mgrpo.engines.local import lm
 from mgrpo.evaluation.backends import Completion, VllmBackend, stop_token_ids
 from mgrpo.evaluation.grade_math import MathGrader
 from mgrpo.evaluation.runner import evaluate_model, summarize

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import run_settings
 
 from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
 from mgrpo.report.collapse import COLLAPSE_COLUMNS, Collapse, collapse_table, detect_collapse
@@ -105,11 +106,6 @@ def test_invariants(curve, margin):
         assert curve[steps[-1]] >= threshold
 
 
-def _settings(method: str, rollouts: int = 8) -> dict:
-    return {"method": method, "iqr": None, "iqr_k": 0.75, "rollouts": rollouts,
-            "momentum_rollouts": None, "steps": 20, "chunk_steps": 10}  # fmt: skip
-
-
 def test_collapse_table_one_row_per_run_on_select_on_only():
     evals = pd.DataFrame(
         [
@@ -119,7 +115,7 @@ def test_collapse_table_one_row_per_run_on_select_on_only():
         ],
         columns=["run", "step", "benchmark", "accuracy"],
     )  # fmt: skip
-    runs = {"srt": _settings("srt"), "mg": {**_settings("mgrpo"), "iqr": True}}
+    runs = {"srt": run_settings("srt", method="srt"), "mg": run_settings("mg", method="mgrpo")}
     table = collapse_table(evals, runs, "math", MARGIN)
     assert tuple(table.columns) == COLLAPSE_COLUMNS
     assert table["run"].tolist() == ["srt", "mg"]
@@ -135,7 +131,7 @@ def test_collapse_table_names_a_run_without_evaluations():
         [("srt", 0, "aime", 0.1)], columns=["run", "step", "benchmark", "accuracy"]
     )
     with pytest.raises(ValueError, match="run 'srt' on benchmark 'math'"):
-        collapse_table(evals, {"srt": _settings("srt")}, "math", MARGIN)
+        collapse_table(evals, {"srt": run_settings("srt")}, "math", MARGIN)
 
 
 def test_table_names_default_and_configured():

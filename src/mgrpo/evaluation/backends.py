@@ -3,7 +3,7 @@
 A backend takes tokenised prompts (the chat template is applied once, by the caller, so both
 backends see identical token ids) and returns ``n`` :class:`Completion` per prompt:
 
-- ``local``: the project's own batched sampler (:func:`mgrpo.engines.local.lm.sample`) on CPU or
+- ``local``: the project's own batched sampler (:func:`mgrpo.lm.sample`) on CPU or
   one GPU; all randomness from one seeded ``torch.Generator``.
 - ``vllm``: an offline ``vllm.LLM`` on the checkpoint's ``policy/`` directory, ``n`` samples per
   prompt from a per-prompt seed (``seed + prompt index``), so a prompt's samples do not depend on
@@ -116,7 +116,7 @@ class LocalBackend:
         if self._model is None:
             import torch
 
-            from mgrpo.engines.local import lm
+            from mgrpo import lm
 
             torch.set_num_threads(self.threads)
             self.device = lm.pick_device(self.device)
@@ -128,7 +128,7 @@ class LocalBackend:
     ) -> list[list[Completion]]:
         import torch
 
-        from mgrpo.engines.local import lm
+        from mgrpo import lm
 
         self._load()
         rows = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]

@@ -1,10 +1,12 @@
 """Math answers: the response's last ``\\boxed{}`` against the ground truth, in bounded time.
 
 Answers are extracted and normalised with :mod:`mgrpo.algorithm.answers` (the same rules the
-training reward uses). Equal strings are correct and two different plain numbers are wrong
+training reward uses). Equal strings are correct and two different finite decimals are wrong
 without further work; every other pair goes to math-verify in a :class:`BoundedPool`, where a
 pathological answer (``9^{9^{9^{9}}}``) is killed at the deadline and recorded as ``timeout``.
-Each distinct (truth, answer) pair is verified once.
+Each distinct pair is verified once. maj@k votes over answer classes as the trainer's vote does
+(:func:`~mgrpo.algorithm.answers.merge_equivalent`), with the pairs of a problem's distinct
+answers verified in the same pool (an answer pair that times out counts as different).
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from mgrpo.algorithm.answers import extract_answer, math_verify_equal
+from mgrpo.algorithm.answers import extract_answer, math_verify_equal, merge_equivalent
 from mgrpo.data import ProblemSet
 from mgrpo.evaluation.grading import Verdict
 from mgrpo.evaluation.pool import BoundedPool
 
 _PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def _pair(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a <= b else (b, a)
 
 
 def verify_in_worker(truth: str, answer: str) -> bool:
@@ -60,14 +67,18 @@ class MathGrader:
         for i, truth in enumerate(truths[: len(answers)]):
             if truth is None:
                 raise ValueError(f"problem {problems.ids[i]!r} has no answer to grade against")
-        pairs = sorted(
-            {
-                (truth, answer)
-                for truth, samples in zip(truths, answers, strict=False)
-                for answer in samples
-                if answer is not None and self._needs_verify(truth, answer)
-            }
-        )
+        graded = {
+            (truth, answer)
+            for truth, samples in zip(truths, answers, strict=False)
+            for answer in samples
+            if answer is not None and self._needs_verify(truth, answer)
+        }
+        voted = set()  # pairs of a problem's distinct answers, for maj@k's answer classes
+        for samples in answers:
+            distinct = sorted({x for x in samples if x is not None})
+            for i, a in enumerate(distinct):
+                voted |= {_pair(a, b) for b in distinct[i + 1 :] if self._needs_verify(a, b)}
+        pairs = sorted(graded | voted)
         outcomes = {}
         if pairs:
             with BoundedPool(
@@ -79,18 +90,25 @@ class MathGrader:
             ) as pool:
                 outcomes = dict(zip(pairs, pool.map(pairs), strict=True))
             self.verified += len(pairs)
+
+        def same(a: str, b: str) -> bool:
+            outcome = outcomes.get(_pair(a, b))
+            return a == b or (outcome is not None and outcome.status == "ok" and outcome.value)
+
         verdicts = []
         for truth, samples in zip(truths, answers, strict=False):
+            classes = merge_equivalent(samples, same if self.verify else None)
             row = []
-            for answer in samples:
+            for answer, vote in zip(samples, classes, strict=True):
                 if answer is None:
-                    row.append(Verdict(None, False, "no_answer"))
+                    verdict = Verdict(None, False, "no_answer")
                 elif answer == truth:
-                    row.append(Verdict(answer, True, "correct"))
+                    verdict = Verdict(answer, True, "correct")
                 elif (truth, answer) not in outcomes:
-                    row.append(Verdict(answer, False, "wrong_answer"))
+                    verdict = Verdict(answer, False, "wrong_answer")
                 else:
-                    row.append(self._verdict(answer, outcomes[truth, answer]))
+                    verdict = self._verdict(answer, outcomes[truth, answer])
+                row.append(replace(verdict, vote=vote))
             verdicts.append(row)
         return verdicts
 

@@ -26,6 +26,11 @@ class Verdict:
     correct: bool
     reason: str
     detail: str | None = None
+    vote: str | None = None  # the answer's class for maj@k (math: equivalent answers merged)
+
+    @property
+    def vote_key(self) -> str | None:
+        return self.vote if self.vote is not None else self.answer
 
     def __post_init__(self) -> None:
         if self.reason not in REASONS:

@@ -42,7 +42,7 @@ def evaluate_model(
     threads, micro_batch_size, grader, sandbox, vllm). ``backend`` replaces the configured one
     (tests pass a vLLM backend with a stand-in engine).
     """
-    from mgrpo.engines.local import lm
+    from mgrpo import lm
 
     t0 = time.perf_counter()
     kind = spec.get("kind", "math")
@@ -114,9 +114,9 @@ def summarize(
     majority_correct = any_correct = 0
     for i, (samples, graded) in enumerate(zip(completions, verdicts, strict=True)):
         if problems.kind != "code":
-            # maj@k: the most frequent extracted answer (ties: first seen) and its verdict.
-            label = majority_vote([v.answer for v in graded]).label
-            majority_correct += any(v.correct for v in graded if v.answer == label)
+            # maj@k: the most frequent answer class (ties: first seen) and its verdict.
+            label = majority_vote([v.vote_key for v in graded]).label
+            majority_correct += any(v.correct for v in graded if v.vote_key == label)
         any_correct += any(v.correct for v in graded)
         for j, (completion, verdict) in enumerate(zip(samples, graded, strict=True)):
             records.append(

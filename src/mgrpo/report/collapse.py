@@ -17,12 +17,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from mgrpo.algorithm.methods import method_from_settings
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mgrpo.settings import RunSettings
 
 COLLAPSE_COLUMNS = (
     "run",
@@ -89,7 +89,7 @@ def detect_collapse(steps: Sequence[int], accuracies: Sequence[float], margin: f
 
 def collapse_table(
     evals_df: pd.DataFrame,
-    runs: Mapping[str, Mapping[str, Any]],
+    runs: Mapping[str, RunSettings],
     select_on: str,
     margin: float,
 ) -> pd.DataFrame:
@@ -105,7 +105,7 @@ def collapse_table(
         if curve.empty:
             raise ValueError(f"no evaluations of run {run!r} on benchmark {select_on!r}")
         verdict = detect_collapse(curve["step"].tolist(), curve["accuracy"].tolist(), margin)
-        label = method_from_settings(dict(settings)).label
+        label = settings.method.label
         rows.append({"run": run, "method": label, "benchmark": select_on, **asdict(verdict)})
     frame = pd.DataFrame.from_records(rows, columns=list(COLLAPSE_COLUMNS))
     frame["collapse_step"] = frame["collapse_step"].astype("Int64")
