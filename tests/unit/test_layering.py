@@ -16,6 +16,7 @@ import pytest
         "mgrpo.toy.warmstart",
         "mgrpo.toy.build",
         "mgrpo.lm",
+        "mgrpo.step_records",
     ],
 )
 def test_shared_code_imports_no_engine(module: str) -> None:
