@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +113,16 @@ def chunk(
     return paths
 
 
+def eval_spec(benchmark: dict[str, Any], **evaluation: Any) -> dict[str, Any]:
+    """A benchmark's validated settings merged with the ``evaluation`` section, as the rule does."""
+    from mgrpo.config import validate_config
+
+    config = validate_config(
+        {"runs": {"r": {}}, "benchmarks": {"b": benchmark}, "evaluation": evaluation}
+    )
+    return {**config["benchmarks"]["b"], **config["evaluation"]}
+
+
 # ----------------------------------------------------------------------------- the workflow
 REPORT_RULES = {"collapse", "tables", "figures", "all"}
 
@@ -186,3 +199,19 @@ def tiny_workflow_config() -> dict:
         },
         "report": {"select_on": "test"},
     }
+
+
+@contextlib.contextmanager
+def fails_after(seconds: int) -> Iterator[None]:
+    """Turn a hang (the bug a test looks for) into a failure: SIGALRM in the main thread."""
+
+    def hung(signum: int, frame: object) -> None:
+        raise AssertionError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -1,18 +1,39 @@
 """Problem files: the one schema every split, engine and evaluator reads.
 
-A problem file is parquet with columns ``id`` (unique string), ``question`` (the user message,
-which asks for the answer in ``\\boxed{}``) and ``answer`` (ground truth, may be null or blank
-where nothing needs it; evaluation and GT-GRPO training need it on every row). For the RL
+A problem file is parquet with columns ``id`` (unique string), ``question`` (the complete user
+message: the problem and how to answer it) and ``answer`` (ground truth; may be null or blank
+where nothing reads it, but evaluation and GT-GRPO training need it on every row). For the RL
 train split the answer is *hidden*: trainers read it only to log label accuracy and for the
-GT-GRPO oracle, never for SRT/M-GRPO rewards.
+GT-GRPO oracle, never for SRT/M-GRPO rewards. Every error names the file, the row (0-based)
+and the column.
+
+Evaluation problems come in one of three *kinds*, one per way of grading:
+
+- ``math``: ``answer`` is the final answer, compared with the response's last ``\\boxed{}``.
+- ``multiple_choice``: ``options`` (list of strings, in the order the question lists them as
+  (A), (B), ...) and ``answer``, the correct option's letter.
+- ``code``: ``tests``, a JSON object ``{"mode", "cases", "entry_point", "setup"}`` that the code
+  grader runs the response's program against (see :data:`TEST_MODES`); ``answer`` is null.
 """
 
 from __future__ import annotations
 
+import json
+import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REQUIRED_COLUMNS = ("id", "question", "answer")
+KINDS = ("math", "multiple_choice", "code")
+KIND_COLUMNS = {"math": (), "multiple_choice": ("options",), "code": ("tests",)}
+LETTERS = string.ascii_uppercase
+# How a code problem's test cases run the program:
+#   assert      cases are Python statements (MBPP's `assert f(x) == y`), run after the program
+#   stdin       cases are {"input", "output"}: the program reads stdin, its stdout must match
+#   functional  cases are {"input", "output"} of JSON lines: `Solution().<entry_point>(*args)`
+#               (or the function `<entry_point>`) must return the JSON value in `output`
+TEST_MODES = ("assert", "stdin", "functional")
 
 
 @dataclass(frozen=True)
@@ -20,22 +41,39 @@ class ProblemSet:
     ids: list[str]
     questions: list[str]
     answers: list[str | None]  # normalised ground truth, None if unknown
+    kind: str = "math"
+    options: list[list[str]] | None = None  # multiple_choice: option texts per problem
+    tests: list[dict[str, Any]] | None = None  # code: the parsed `tests` object per problem
     path: Path | None = None  # the file it was read from (named in errors)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def require_answers(self, needed_by: str, count: int | None = None) -> None:
-        """Fail, naming file, row and column, if one of the first ``count`` rows has no answer.
+    def require_answers(self, needed_by: str) -> None:
+        """Fail, naming file, row and column, if a problem has no answer.
 
         ``needed_by`` says what needs the ground truth (e.g. ``"GT-GRPO training"``).
         """
-        for row, answer in enumerate(self.answers[:count]):
+        for row, answer in enumerate(self.answers):
             if answer is None:
                 raise ValueError(
                     f"{_where(self.path, row, 'answer')}: empty, but {needed_by} needs the "
                     f"ground truth of every problem (id {self.ids[row]!r})"
                 )
+
+    def head(self, count: int | None) -> ProblemSet:
+        """The first ``count`` problems (all of them for None)."""
+        if count is None or count >= len(self):
+            return self
+        return ProblemSet(
+            ids=self.ids[:count],
+            questions=self.questions[:count],
+            answers=self.answers[:count],
+            kind=self.kind,
+            options=None if self.options is None else self.options[:count],
+            tests=None if self.tests is None else self.tests[:count],
+            path=self.path,
+        )
 
 
 def _where(path: Path | None, row: int, column: str) -> str:
@@ -43,8 +81,8 @@ def _where(path: Path | None, row: int, column: str) -> str:
     return f"{path}: row {row}, column {column!r}"
 
 
-def read_problems(path: str | Path) -> ProblemSet:
-    """Load and validate a problem file; errors name the file, the row and the column.
+def read_problems(path: str | Path, kind: str = "math") -> ProblemSet:
+    """Load and validate a problem file of ``kind``; errors name the file, row and column.
 
     Blank answers count as unknown (None); use :meth:`ProblemSet.require_answers` where the
     ground truth is needed.
@@ -53,13 +91,18 @@ def read_problems(path: str | Path) -> ProblemSet:
 
     from mgrpo.algorithm.answers import normalize_answer
 
+    if kind not in KINDS:
+        raise ValueError(f"unknown problem kind {kind!r}; expected one of {KINDS}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"problem file not found: {path}")
     frame = pd.read_parquet(path).reset_index(drop=True)
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    needed = (*REQUIRED_COLUMNS, *KIND_COLUMNS[kind])
+    missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; have {list(frame.columns)}")
+        raise ValueError(
+            f"{path}: missing column(s) {missing} for {kind} problems; have {list(frame.columns)}"
+        )
     if len(frame) == 0:
         raise ValueError(f"{path}: no problems")
 
@@ -71,7 +114,7 @@ def read_problems(path: str | Path) -> ProblemSet:
         if bad.any():
             raise ValueError(f"{_where(path, int(bad.idxmax()), column)}: empty")
     ids = frame["id"].astype(str)
-    first_row = {}
+    first_row: dict[str, int] = {}
     for row, problem_id in enumerate(ids):
         if problem_id in first_row:
             raise ValueError(
@@ -83,9 +126,67 @@ def read_problems(path: str | Path) -> ProblemSet:
         None if unknown else normalize_answer(str(a))
         for a, unknown in zip(frame["answer"], blank("answer"), strict=True)
     ]
+    options = tests = None
+    if kind == "multiple_choice":
+        options = [_options(path, row, value) for row, value in enumerate(frame["options"])]
+        for row, (letter, opts) in enumerate(zip(answers, options, strict=True)):
+            valid = LETTERS[: len(opts)]
+            if letter is None or letter not in valid:
+                raise ValueError(
+                    f"{_where(path, row, 'answer')}: {letter!r} is not an option letter "
+                    f"({valid[0]}-{valid[-1]} for {len(opts)} options)"
+                )
+    elif kind == "code":
+        tests = [_tests(path, row, value) for row, value in enumerate(frame["tests"])]
     return ProblemSet(
         ids=ids.tolist(),
         questions=[str(q) for q in frame["question"]],
         answers=answers,
+        kind=kind,
+        options=options,
+        tests=tests,
         path=path,
     )
+
+
+def _options(path: Path, row: int, value: Any) -> list[str]:
+    where = _where(path, row, "options")
+    if value is None or isinstance(value, str) or not hasattr(value, "__len__"):
+        raise ValueError(f"{where}: must be a list of strings, got {value!r}")
+    opts = [str(o) for o in value]
+    if not 2 <= len(opts) <= len(LETTERS):
+        raise ValueError(f"{where}: has {len(opts)} entries (2-26 allowed)")
+    if any(not o.strip() for o in opts):
+        raise ValueError(f"{where}: empty entry")
+    return opts
+
+
+def _tests(path: Path, row: int, value: Any) -> dict[str, Any]:
+    where = _where(path, row, "tests")
+    try:
+        tests = json.loads(value) if isinstance(value, str) else None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+    if not isinstance(tests, dict):
+        raise ValueError(f"{where}: must be a JSON object with 'mode' and 'cases'")
+    mode, cases = tests.get("mode"), tests.get("cases")
+    if mode not in TEST_MODES:
+        raise ValueError(f"{where}: mode {mode!r} is not one of {TEST_MODES}")
+    if not isinstance(cases, list) or not cases:
+        raise ValueError(f"{where}: 'cases' must be a non-empty list")
+    for i, case in enumerate(cases):
+        ok = (
+            isinstance(case, str)
+            if mode == "assert"
+            else isinstance(case, dict)
+            and isinstance(case.get("input"), str)
+            and isinstance(case.get("output"), str)
+        )
+        if not ok:
+            shape = "a Python statement" if mode == "assert" else '{"input": str, "output": str}'
+            raise ValueError(f"{where}: case {i} must be {shape} for mode {mode!r}")
+    if mode == "functional" and not tests.get("entry_point"):
+        raise ValueError(f"{where}: mode 'functional' needs an 'entry_point'")
+    if not isinstance(tests.get("setup", ""), str):
+        raise ValueError(f"{where}: 'setup' must be a string of Python code")
+    return {"setup": "", "entry_point": None, **tests}

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import chunk, run_settings
+from support import chunk, eval_spec, run_settings
 
 from mgrpo.engines import ChunkPaths
 from mgrpo.engines.local import trainer as trainer_module
@@ -231,9 +231,7 @@ def test_evaluation_row_without_answer_is_named(toy_dir: Path, tmp_path: Path) -
     from mgrpo.cli import main
 
     data = bad_file(toy_dir, tmp_path, "answer", 4, " ")
-    spec = {"samples": 1, "temperature": 0.8, "max_new_tokens": 4, "limit": None, "seed": 0,
-            "micro_batch_size": 8, "device": "cpu", "threads": 1,
-            "answer_equivalence": "exact"}  # fmt: skip
+    spec = eval_spec({"source": "file", "path": str(data), "max_new_tokens": 4}, device="cpu")
     out = tmp_path / "eval.json"
     argv = ["eval", "--spec", json.dumps(spec), "--model", str(toy_dir / "model"),
             "--problems", str(data), "--out", str(out), "--records", str(tmp_path / "r.parquet"),

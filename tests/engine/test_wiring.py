@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import chunk, run_settings
+from support import chunk, eval_spec, run_settings
 
 from mgrpo.engines.local import trainer as trainer_module
 from mgrpo.io import read_jsonl
@@ -253,24 +253,14 @@ def test_micro_batch_size_does_not_change_the_update(toy_dir: Path, tmp_path: Pa
 
 
 # ------------------------------------------------------------------------------ evaluation
-EVAL = {
-    "samples": 2,
-    "temperature": 0.8,
-    "max_new_tokens": 12,
-    "limit": 6,
-    "seed": 0,
-    "micro_batch_size": 5,
-    "device": "cpu",
-    "threads": 1,
-    "answer_equivalence": "exact",
-}
+def responses(model_dir: Path, problems: Path, **benchmark: Any) -> list[str]:
+    """The sampled responses of an evaluation configured as the workflow configures one."""
+    from mgrpo.evaluation.runner import evaluate_model
 
-
-def responses(model_dir: Path, problems: Path, **spec: Any) -> list[str]:
-    from mgrpo.evaluation.local import evaluate_model
-
-    _, records = evaluate_model(model_dir, problems, {**EVAL, **spec})
-    return [r["response"] for r in records]
+    benchmark = {"source": "toy", "split": "test", "samples": 2, "max_new_tokens": 12,
+                 "limit": 6, "answer_equivalence": "exact", **benchmark}  # fmt: skip
+    spec = eval_spec(benchmark, device="cpu", micro_batch_size=5)
+    return [r["response"] for r in evaluate_model(model_dir, problems, spec)[1]]
 
 
 def test_evaluation_seed_repeats_and_two_seeds_differ(toy_dir: Path) -> None:

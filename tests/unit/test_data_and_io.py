@@ -84,7 +84,7 @@ def test_blank_answers_are_unknown_and_required_ones_are_named(tmp_path: Path) -
     )
     problems = read_problems(path)
     assert problems.answers == ["1", None, None]
-    problems.require_answers("evaluation", count=1)
+    problems.head(1).require_answers("evaluation")
     with pytest.raises(
         ValueError, match="row 1, column 'answer': empty, but evaluation needs"
     ) as err:
@@ -156,3 +156,32 @@ def test_jsonl_round_trip_and_line_numbers(tmp_path: Path) -> None:
     path.write_text('{"a": 1}\n{oops\n')
     with pytest.raises(ValueError, match=r"m.jsonl:2: not valid JSON"):
         read_jsonl(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "columns", "message"),
+    [
+        (
+            "multiple_choice",
+            {"options": [["x", "y"], ["x", "y"]], "answer": ["A", "C"]},
+            "row 1, column 'answer': 'C' is not an option letter",
+        ),
+        (
+            "multiple_choice",
+            {"options": [["x", "y"], ["x"]], "answer": ["A", "A"]},
+            "row 1, column 'options': has 1 entries",
+        ),
+        (
+            "code",
+            {"tests": ['{"mode": "assert", "cases": ["assert 1"]}', "{oops"], "answer": [None] * 2},
+            "row 1, column 'tests': not valid JSON",
+        ),
+    ],
+)
+def test_bad_rows_of_every_problem_kind_name_file_row_and_column(
+    tmp_path: Path, kind: str, columns: dict, message: str
+) -> None:
+    path = write(tmp_path / "bad.parquet", id=["a", "b"], question=["q", "r"], **columns)
+    with pytest.raises(ValueError, match=message) as err:
+        read_problems(path, kind)
+    assert str(err.value).startswith(f"{path}: ")
