@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import run_settings
 
 from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
 from mgrpo.report.collapse import (
@@ -111,11 +112,6 @@ def test_invariants(curve, margin):
         assert curve[steps[-1]] >= threshold
 
 
-def _settings(method: str, rollouts: int = 8) -> dict:
-    return {"method": method, "iqr": None, "iqr_k": 0.75, "rollouts": rollouts,
-            "momentum_rollouts": None, "steps": 20, "chunk_steps": 10}  # fmt: skip
-
-
 def test_collapse_table_one_row_per_run_on_select_on_only():
     evals = pd.DataFrame(
         [
@@ -125,7 +121,7 @@ def test_collapse_table_one_row_per_run_on_select_on_only():
         ],
         columns=["run", "step", "benchmark", "accuracy"],
     )  # fmt: skip
-    runs = {"srt": _settings("srt"), "mg": {**_settings("mgrpo"), "iqr": True}}
+    runs = {"srt": run_settings("srt", method="srt"), "mg": run_settings("mg", method="mgrpo")}
     table = collapse_table(evals, runs, "math", MARGIN)
     assert tuple(table.columns) == COLLAPSE_COLUMNS
     assert table["run"].tolist() == ["srt", "mg"]
@@ -142,7 +138,7 @@ def test_collapse_table_keeps_a_run_without_evaluations_as_an_empty_row(tmp_path
         [("srt", 0, "aime", 0.1), ("mg", 0, "math", 0.5), ("mg", 10, "math", 0.6)],
         columns=["run", "step", "benchmark", "accuracy"],
     )
-    runs = {"srt": _settings("srt"), "mg": _settings("mgrpo")}
+    runs = {"srt": run_settings("srt", method="srt"), "mg": run_settings("mg", method="mgrpo")}
     table = collapse_table(evals, runs, "math", MARGIN)
     assert table["run"].tolist() == ["srt", "mg"]
     assert table["best_step"].tolist() == [pd.NA, 10]

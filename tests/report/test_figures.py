@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+from support import run_settings
 
 from mgrpo.report import FIGURES
 from mgrpo.report.cli import add_report_parser
@@ -33,12 +34,11 @@ CURVES = {
 }
 
 
-def settings(method: str, rollouts: int) -> dict:
-    return {"method": method, "iqr": None, "iqr_k": 0.75, "rollouts": rollouts,
-            "momentum_rollouts": None, "steps": 40, "chunk_steps": 20}  # fmt: skip
-
-
-RUNS = {"srt": settings("srt", 8), "srt16": settings("srt", 16), "mg": settings("mgrpo", 16)}
+RUNS = {
+    "srt": run_settings("srt", method="srt", rollouts=8),
+    "srt16": run_settings("srt16", method="srt", rollouts=16),
+    "mg": run_settings("mg", method="mgrpo", rollouts=16),
+}
 
 
 def write_inputs(root: Path, runs: dict, null_metrics: bool = False) -> tuple[list, list]:
@@ -83,7 +83,8 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def run_figures(tmp_path: Path, runs: dict, null_metrics: bool = False) -> Path:
     evals, metrics = write_inputs(tmp_path, runs, null_metrics)
-    config = json.dumps({"runs": runs, "benchmarks": BENCHMARKS,
+    config = json.dumps({"runs": {n: s.to_dict() for n, s in runs.items()},
+                         "benchmarks": BENCHMARKS,
                          "report": {"select_on": "math", "collapse_margin": 0.05}})  # fmt: skip
     csv = str(tmp_path / "collapse.csv")
     report("collapse", "--config", config, "--evals", *evals, "--out", csv)
@@ -192,7 +193,8 @@ def test_fig5_one_panel_per_configured_run_with_collapse_marked():
 
 
 def test_default_runs_fig4_mgrpo_fig5_label_free_baselines():
-    data = figure_data({**RUNS, "intu": settings("intuitor", 8)}, {**CURVES, "intu": CURVES["srt"]})
+    intuitor = run_settings("intu", method="intuitor", rollouts=8)
+    data = figure_data({**RUNS, "intu": intuitor}, {**CURVES, "intu": CURVES["srt"]})
     assert data.runs_for("fig1_accuracy") == ["srt", "srt16", "mg", "intu"]
     assert data.runs_for("fig4_reward_accuracy") == ["mg"]
     assert data.runs_for("fig5_collapse") == ["srt", "srt16", "intu"]

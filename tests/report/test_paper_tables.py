@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 from support import REPO
 
-from mgrpo.config import ConfigError, load_config, resolve_run, validate_config
+from mgrpo.config import ConfigError, load_config, validate_config
 from mgrpo.report import PAPER_NUMBERS
 from mgrpo.report.cli import add_report_parser
 from mgrpo.report.paper import Printed, load_paper_numbers, parse_printed
+from mgrpo.settings import resolve_run_settings
 
 BEST_STEP = 500  # where the synthetic results put every Best checkpoint
 
@@ -39,7 +40,11 @@ def paper_config() -> dict:
 
 
 def report_json(config: dict) -> str:
-    runs = {name: resolve_run(config, name) for name in config["runs"]}
+    """The report's --config, as rules/common.smk builds it (each run's identity and length)."""
+    runs = {}
+    for name in config["runs"]:
+        settings = resolve_run_settings(config, name)
+        runs[name] = {**settings.to_dict(), "steps": settings.steps}
     return json.dumps(
         {"runs": runs, "benchmarks": list(config["benchmarks"]), "report": config["report"]}
     )
@@ -56,7 +61,7 @@ def printed_checkpoints(config: dict) -> dict[tuple[str | None, int, str], list[
         if "paper" not in spec:
             continue
         for row in spec["rows"]:
-            steps = resolve_run(config, row["run"])["steps"]
+            steps = resolve_run_settings(config, row["run"]).steps
             step = {"base": 0, "best": BEST_STEP, "final": steps}[row["pick"]]
             run = None if row["pick"] == "base" else row["run"]
             for bench, printed in published[spec["paper"]].rows[row["paper_row"]].cells.items():
@@ -77,7 +82,7 @@ def write_synthetic_results(root: Path, config: dict) -> list[str]:
         accuracy[key] = finest + Decimal("0.4").scaleb(finest.as_tuple().exponent)
     runs = {spec["run"] for t in config["report"]["tables"].values() for spec in t["rows"]}
     for run in runs:  # step 0 is the shared base model (Original); Best beats the last step
-        steps = resolve_run(config, run)["steps"]
+        steps = resolve_run_settings(config, run).steps
         for bench in config["benchmarks"]:
             if (None, 0, bench) in accuracy:
                 accuracy[run, 0, bench] = accuracy[None, 0, bench]

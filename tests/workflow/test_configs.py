@@ -17,8 +17,9 @@ import yaml
 from launch import parse_plan, rules_of, run, user_path
 from support import REPO, TINY_TOY, TINY_TRAINING
 
-from mgrpo.config import checkpoint_steps, load_config, resolve_run, validate_config
+from mgrpo.config import load_config, validate_config
 from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
+from mgrpo.settings import resolve_run_settings
 
 USER_CONFIG = {
     **TINY_TOY,
@@ -33,8 +34,8 @@ def expected_jobs(config: dict[str, Any]) -> Counter:
     """Jobs of a complete run from nothing: runs x chunks trainings, runs x checkpoints x
     benchmarks evaluations, one base-model evaluation per (model, benchmark), the report."""
     config = validate_config(config)
-    runs = {name: resolve_run(config, name) for name in config["runs"]}
-    chunks = sum(len(checkpoint_steps(s)) for s in runs.values())
+    runs = {name: resolve_run_settings(config, name) for name in config["runs"]}
+    chunks = sum(len(s.checkpoint_steps) for s in runs.values())
     benches = config["benchmarks"].values()
     models = {s["model"] for s in runs.values()}
     expected = Counter(

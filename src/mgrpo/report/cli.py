@@ -18,6 +18,8 @@ from mgrpo.report import PAPER_NUMBERS
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mgrpo.settings import RunSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +27,7 @@ log = logging.getLogger(__name__)
 class ReportConfig:
     """The slice of the workflow config the report needs (``--config``, built by the rules)."""
 
-    runs: dict[str, dict[str, Any]]
+    runs: dict[str, RunSettings]
     benchmarks: list[str]
     report: dict[str, Any]
 
@@ -47,7 +49,19 @@ class ReportConfig:
             raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
         if not isinstance(raw, dict) or not {"runs", "benchmarks"} <= raw.keys():
             raise argparse.ArgumentTypeError("expected an object with 'runs' and 'benchmarks'")
-        config = cls(dict(raw["runs"]), list(raw["benchmarks"]), dict(raw.get("report") or {}))
+        from mgrpo.config import ConfigError
+        from mgrpo.settings import RunSettings
+
+        try:
+            runs = {
+                name: RunSettings.from_dict(
+                    {k: v for k, v in values.items() if k != "steps"}, steps=values.get("steps")
+                )
+                for name, values in raw["runs"].items()
+            }
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        config = cls(runs, list(raw["benchmarks"]), dict(raw.get("report") or {}))
         if not config.runs or not config.benchmarks:
             raise argparse.ArgumentTypeError("need at least one run and one benchmark")
         if config.select_on not in config.benchmarks:

@@ -17,12 +17,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from mgrpo.algorithm.methods import method_from_settings
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mgrpo.settings import RunSettings
 
 COLLAPSE_COLUMNS = (
     "run",
@@ -90,7 +90,7 @@ def detect_collapse(steps: Sequence[int], accuracies: Sequence[float], margin: f
 
 def collapse_table(
     evals_df: pd.DataFrame,
-    runs: Mapping[str, Mapping[str, Any]],
+    runs: Mapping[str, RunSettings],
     select_on: str,
     margin: float,
 ) -> pd.DataFrame:
@@ -104,8 +104,7 @@ def collapse_table(
 
     rows = []
     for run, settings in runs.items():
-        label = method_from_settings(dict(settings)).label
-        row = {"run": run, "method": label, "benchmark": select_on}
+        row = {"run": run, "method": settings.method.label, "benchmark": select_on}
         curve = evals_df[(evals_df["run"] == run) & (evals_df["benchmark"] == select_on)]
         if curve.empty:
             rows.append({**row, "collapsed": False})

@@ -15,13 +15,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mgrpo.io import write_text
 from mgrpo.report import DEFAULT_TABLE, TABLE_FORMATS, table_names
 from mgrpo.report.paper import PaperTable, Printed, paper_table
+
+if TYPE_CHECKING:
+    from mgrpo.settings import RunSettings
 
 PICKS = ("base", "best", "final", "best_and_final")
 
@@ -80,14 +83,14 @@ def expand_rows(
     rows: Sequence[Mapping[str, Any]],
     collapse: pd.DataFrame,
     labels: Mapping[str, str],
-    runs: Mapping[str, Mapping[str, Any]] | None = None,
+    runs: Mapping[str, RunSettings] | None = None,
     notes: list[str] | None = None,
     paper: PaperTable | None = None,
 ) -> list[TableRow]:
     """Turn row specs into (label, run, step) checkpoints using the detector's steps.
 
-    ``runs`` (settings by name) tells a finished run from one still in progress: an unfinished
-    run's Final row stays empty and its Best row is the best so far, each said in ``notes``.
+    ``runs`` (settings with their ``steps``) tells a finished run from one in progress: an
+    unfinished run's Final row stays empty and its Best row is the best so far, said in ``notes``.
     """
     verdicts = collapse.set_index("run")
     notes = [] if notes is None else notes
@@ -104,7 +107,7 @@ def expand_rows(
         name = labels.get(run, run)
         printed = paper.rows[paper_row].label if paper and paper_row in paper.rows else None
         best, last = _step(verdicts.at[run, "best_step"]), _step(verdicts.at[run, "final_step"])
-        steps = int(runs[run]["steps"]) if runs and "steps" in runs[run] else last
+        steps = runs[run].steps if runs and runs[run].steps is not None else last
         if pick in ("best", "best_and_final", "final"):
             if last is None:
                 _add(notes, f"`{run}`: no evaluations in results/ yet, its cells are empty.")
@@ -319,7 +322,7 @@ def write_tables(
     benchmarks: Sequence[str],
     select_on: str,
     out_dir: str | Path,
-    runs: Mapping[str, Mapping[str, Any]] | None = None,
+    runs: Mapping[str, RunSettings] | None = None,
     published: Mapping[str, PaperTable] | None = None,
 ) -> list[Path]:
     """Write every configured table (or the default one) as .md, .csv and .tex, atomically.

@@ -1,4 +1,5 @@
-"""A chunk's metrics and rollout records, with the intra-chunk resume state beside them.
+"""The local engine's chunk recorder: metrics and rollout records (columns in
+:mod:`mgrpo.run_layout`), with the intra-chunk resume state beside them.
 
 While a chunk runs, everything it has produced so far lives in its resume directory (outside the
 rule's declared outputs, so Snakemake does not delete it when the job dies)::
@@ -22,33 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from mgrpo.engines.local.state import read_manifest
 from mgrpo.io import read_jsonl, write_json, write_jsonl, write_parquet
-
-ROLLOUT_DTYPES = {
-    "run": "string",
-    "method": "string",
-    "step": "int64",
-    "prompt_id": "string",
-    "rollout": "int64",
-    "source": "string",
-    "response": "string",
-    "answer": "string",
-    "entropy": "float64",
-    "self_certainty": "Float64",
-    "kept": "bool",
-    "trained": "bool",
-    "pseudo_label": "string",
-    "reward": "Float64",
-    "advantage": "Float64",
-    "ground_truth": "string",
-}
-
-
-def rollout_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Audit records as a typed DataFrame (nullable columns stay nullable in parquet)."""
-    frame = pd.DataFrame.from_records(records, columns=list(ROLLOUT_DTYPES))
-    return frame.astype(ROLLOUT_DTYPES)
+from mgrpo.run_layout import read_manifest, rollout_frame, write_chunk_records
 
 
 class ChunkRecorder:
@@ -104,8 +80,8 @@ class ChunkRecorder:
 
     def write_outputs(self, metrics_path: Path, rollouts_path: Path) -> None:
         frames = [pd.read_parquet(p) for p in self.parts] + [rollout_frame(self.pending)]
-        write_parquet(rollouts_path, pd.concat(frames, ignore_index=True).astype(ROLLOUT_DTYPES))
-        write_jsonl(metrics_path, self.metrics)
+        rollouts = pd.concat(frames, ignore_index=True)
+        write_chunk_records(metrics_path, self.metrics, rollouts_path, rollouts)
 
 
 def _part_step(path: Path) -> int:
