@@ -8,67 +8,23 @@ config/config.yaml exists, as a user's do.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from launch import parse_plan, rules_of, run, user_path
-from support import REPO, TINY_TOY, TINY_TRAINING
+from launch import (
+    USER_CONFIG,
+    expected_jobs,
+    parse_plan,
+    planned_runs_and_benchmarks,
+    rules_of,
+    run,
+    user_path,
+)
+from support import REPO
 
-from mgrpo.config import load_config, validate_config
+from mgrpo.config import load_config
 from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
-from mgrpo.settings import resolve_run_settings
-
-USER_CONFIG = {
-    **TINY_TOY,
-    "training": {**TINY_TRAINING, "steps": 6},
-    "runs": {"mine": {"method": "srt"}, "theirs": {"method": "mgrpo", "rollouts": 8}},
-    "benchmarks": {"own": {"source": "toy", "split": "test"}},
-    "report": {"select_on": "own"},
-}
-
-
-def expected_jobs(config: dict[str, Any]) -> Counter:
-    """Jobs of a complete run from nothing: runs x chunks trainings, runs x checkpoints x
-    benchmarks evaluations, one base-model evaluation per (model, benchmark), the report."""
-    config = validate_config(config)
-    runs = {name: resolve_run_settings(config, name) for name in config["runs"]}
-    chunks = sum(len(s.checkpoint_steps) for s in runs.values())
-    benches = config["benchmarks"].values()
-    models = {s["model"] for s in runs.values()}
-    expected = Counter(
-        train_chunk=chunks,
-        eval_checkpoint=chunks * len(benches),
-        eval_base_model=len(models) * len(benches),
-        eval_step0=len(runs) * len(benches),
-        collapse=1,
-        tables=1,
-        figures=1,
-        all=1,
-    )
-    if config["data"]["source"] == "toy" or any(b["source"] == "toy" for b in benches):
-        expected["toy_data"] = 1
-    if "toy" in models:
-        expected["toy_model"] = 1
-    hf = sum(b["source"] == "hf" for b in benches) + (config["data"]["source"] == "hf")
-    if hf:
-        expected["hf_problems"] = hf
-    return expected
-
-
-def planned_runs_and_benchmarks(jobs: list[tuple[str, list[str]]]) -> tuple[set, set]:
-    """Runs that train and (run, benchmark) pairs evaluated, from the planned outputs."""
-    runs = {o.split("/")[2] for rule, outs in jobs if rule == "train_chunk" for o in outs}
-    benches = {
-        o.rsplit("/", 1)[1].removesuffix(".json")
-        for rule, outs in jobs
-        if rule.startswith("eval")
-        for o in outs
-        if o.endswith(".json")
-    }
-    return runs, benches
 
 
 def dry_run(checkout: Path, tmp_path: Path, *args: str) -> list[tuple[str, list[str]]]:

@@ -13,10 +13,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from launch import VENV_BIN, fresh_checkout, parse_plan, rules_of, run
+from launch import (
+    USER_CONFIG,
+    VENV_BIN,
+    expected_jobs,
+    fresh_checkout,
+    parse_plan,
+    planned_runs_and_benchmarks,
+    rules_of,
+    run,
+)
 from standins import calls, install_standins, path_without, submissions
 from support import REPO, TINY_TOY, TINY_TRAINING
-from test_configs import USER_CONFIG, expected_jobs, planned_runs_and_benchmarks
 
 from mgrpo.config import load_config
 
