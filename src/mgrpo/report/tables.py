@@ -237,7 +237,7 @@ def to_markdown(table: Table, select_on: str) -> str:
     header = ["Model", "Run", "Step", *(h for group in per_bench for h in group)]
     lines = [f"# {table.title}", ""]
     lines.append(cells(header))
-    lines.append("|" + "|".join([":--", *["--:"] * (len(header) - 1)]) + "|")
+    lines.append("|" + "|".join([":--", ":--", *["--:"] * (len(header) - 2)]) + "|")
     for row, row_cells in zip(table.rows, table.cells, strict=True):
         step = "" if row.step is None else str(row.step)
         run = f"`{row.run}`" if row.run else ""
