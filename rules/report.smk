@@ -1,13 +1,16 @@
-# Tables and figures, from results/ only.
+# Tables and figures, from results/ only; cheap, so local rules on a cluster. The default
+# target builds them after every evaluation; naming report files as targets builds them from
+# what results/ holds now (see report_inputs in common.smk).
 
 
 rule collapse:
     input:
-        evals=eval_files(),
+        evals=report_evals,
     output:
         "results/tables/collapse.csv",
     log:
         "results/logs/report/collapse.log",
+    localrule: True
     conda:
         "../envs/core.yaml"
     params:
@@ -19,30 +22,34 @@ rule collapse:
 
 rule tables:
     input:
-        evals=eval_files(),
+        evals=report_evals,
         collapse="results/tables/collapse.csv",
+        paper=PAPER_NUMBERS,
     output:
         report_table_files(),
     log:
         "results/logs/report/tables.log",
+    localrule: True
     conda:
         "../envs/core.yaml"
     params:
         config=report_config(),
     shell:
         "python -m mgrpo report tables --config {params.config:q} --evals {input.evals}"
-        " --collapse {input.collapse} --out-dir results/tables > {log} 2>&1"
+        " --collapse {input.collapse} --paper {input.paper} --out-dir results/tables"
+        " > {log} 2>&1"
 
 
 rule figures:
     input:
-        evals=eval_files(),
-        metrics=metrics_files(),
+        evals=report_evals,
+        metrics=report_metrics,
         collapse="results/tables/collapse.csv",
     output:
         report_figure_files(),
     log:
         "results/logs/report/figures.log",
+    localrule: True
     conda:
         "../envs/core.yaml"
     params:

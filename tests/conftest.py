@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,21 +30,3 @@ def toy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_toy_splits(cfg["data"]["toy"], {s: root / "data" / f"{s}.parquet" for s in splits})
     build_toy_model(cfg["toy_model"], root / "data" / "sft.parquet", root / "model")
     return root
-
-
-@pytest.fixture(scope="session")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny workflow run to completion once; tests copy it before changing anything."""
-    from support import snakemake, tiny_workflow_config, write_config
-
-    workdir = tmp_path_factory.mktemp("workflow") / "done"
-    write_config(workdir, tiny_workflow_config())
-    snakemake(workdir)
-    return workdir
-
-
-@pytest.fixture
-def run_copy(finished_run: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "copy"
-    shutil.copytree(finished_run, copy, symlinks=True)  # copy2 keeps modification times
-    return copy

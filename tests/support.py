@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import signal
-import subprocess
-import sys
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 if TYPE_CHECKING:
     from mgrpo.engines import ChunkPaths
@@ -121,84 +114,6 @@ def eval_spec(benchmark: dict[str, Any], **evaluation: Any) -> dict[str, Any]:
         {"runs": {"r": {}}, "benchmarks": {"b": benchmark}, "evaluation": evaluation}
     )
     return {**config["benchmarks"]["b"], **config["evaluation"]}
-
-
-# ----------------------------------------------------------------------------- the workflow
-REPORT_RULES = {"collapse", "tables", "figures", "all"}
-
-
-def snakemake_command(workdir: Path, *args: str) -> list[str]:
-    """The workflow's CLI on ``workdir`` (its ``config.yaml``), as a user would call it."""
-    return [
-        sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE),
-        "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
-        "--cores", "2", *args,
-    ]  # fmt: skip
-
-
-def snakemake_env(*first_on_path: Path) -> dict[str, str]:
-    """The environment a user's venv gives: its ``python`` on PATH, after ``first_on_path``."""
-    path = [*map(str, first_on_path), str(Path(sys.executable).parent), os.environ["PATH"]]
-    return {**os.environ, "PATH": os.pathsep.join(path)}
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the workflow's CLI in ``workdir`` and wait for it."""
-    command = snakemake_command(workdir, *args)
-    proc = subprocess.run(command, env=snakemake_env(), capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def planned_jobs(workdir: Path) -> list[tuple[str, list[str], str]]:
-    """(rule, outputs, shell command) of every job a dry run would execute."""
-    out = snakemake(workdir, "--dry-run", "--printshellcmds").stdout
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
-        head = re.match(r"(?:local)?rule (\w+):", block)
-        if head:
-            outputs = re.search(r"^\s+output: (.*)$", block, re.M)
-            command = re.search(r"^Shell command: (.*)$", block, re.M)
-            jobs.append(
-                (
-                    head.group(1),
-                    outputs.group(1).split(", ") if outputs else [],
-                    command.group(1) if command else "",
-                )
-            )
-    return jobs
-
-
-def planned(workdir: Path) -> list[tuple[str, list[str]]]:
-    """(rule, outputs) of every job a dry run would execute."""
-    return [(rule, outputs) for rule, outputs, _ in planned_jobs(workdir)]
-
-
-def rules_of(jobs: list[tuple[str, list[str]]]) -> Counter:
-    return Counter(rule for rule, _ in jobs)
-
-
-def write_config(workdir: Path, config: dict) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-
-
-def tiny_workflow_config() -> dict:
-    return {
-        **TINY_TOY,
-        "training": {
-            **TINY_TRAINING,
-            "schedule_steps": 8,  # fixed LR horizon: raising `steps` later appends chunks
-            "micro_batch_size": 8,
-        },
-        "runs": {"srt": {"method": "srt"}, "mgrpo_iqr": {"method": "mgrpo", "iqr": True}},
-        "benchmarks": {
-            "test": {"source": "toy", "split": "test", "max_new_tokens": 12},
-            "hard": {"source": "toy", "split": "hard", "max_new_tokens": 12},
-        },
-        "report": {"select_on": "test"},
-    }
 
 
 @contextlib.contextmanager

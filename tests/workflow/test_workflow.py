@@ -1,4 +1,8 @@
-"""The Snakemake workflow: DAG shape, a reduced full run, and what a change makes it plan."""
+"""The Snakemake workflow: DAG shape, a reduced full run, and what a change makes it plan.
+
+Every run starts the venv's ``snakemake`` through its path with a PATH that lacks the venv and
+whose ``python`` fails, as on a fresh machine (launch.py): rules must find their interpreter.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import (
-    REPO,
+from launch import (
     REPORT_RULES,
     planned,
     rules_of,
@@ -19,9 +22,7 @@ from support import (
     tiny_workflow_config,
     write_config,
 )
-
-from mgrpo.config import load_config
-from mgrpo.settings import resolve_run_settings
+from support import REPO
 
 
 # ----------------------------------------------------------------------------- no execution
@@ -32,34 +33,6 @@ def test_workflow_parsing_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-@pytest.mark.parametrize("config_name", ["config.yaml", "paper.yaml"])
-def test_dry_run_dag_shape(tmp_path: Path, config_name: str) -> None:
-    config = load_config(REPO / "config" / config_name)
-    shutil.copy(REPO / "config" / config_name, tmp_path / "config.yaml")
-    runs = {name: resolve_run_settings(config, name) for name in config["runs"]}
-    chunks = sum(len(s.checkpoint_steps) for s in runs.values())
-    benches = len(config["benchmarks"])
-    toy = config["training"]["model"] == "toy"
-    models = {s["model"] for s in runs.values()}
-    expected = {
-        "train_chunk": chunks,
-        "eval_checkpoint": chunks * benches,
-        "eval_base_model": len(models) * benches,
-        "eval_step0": len(runs) * benches,
-        "collapse": 1,
-        "tables": 1,
-        "figures": 1,
-        "all": 1,
-    }
-    if toy:
-        expected |= {"toy_data": 1, "toy_model": 1}
-    hf = [b for b, spec in config["benchmarks"].items() if spec["source"] == "hf"]
-    hf += ["train"] if config["data"]["source"] == "hf" else []
-    if hf:
-        expected["hf_problems"] = len(hf)
-    assert rules_of(planned(tmp_path)) == Counter(expected)
 
 
 def test_invalid_config_names_the_key(tmp_path: Path) -> None:
@@ -93,6 +66,9 @@ def test_lint_and_format_are_clean(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ a reduced full run
+# The finished tiny run and its copies are session fixtures (conftest.py).
+
+
 @pytest.mark.slow
 def test_full_run_writes_every_output(finished_run: Path) -> None:
     results = finished_run / "results"
@@ -153,3 +129,19 @@ def test_raising_steps_plans_only_new_chunks_and_their_evals(run_copy: Path) -> 
     assert rules_of(jobs) == Counter(expected | dict.fromkeys(REPORT_RULES, 1))
     new = [o for rule, outs in jobs if rule in expected for o in outs]
     assert all("step6" in o for o in new)
+
+
+@pytest.mark.slow
+def test_naming_report_files_builds_them_from_the_results_present(run_copy: Path) -> None:
+    # srt's last checkpoint was never evaluated (e.g. its job failed under --keep-going).
+    for path in (run_copy / "results/eval/srt/step4").glob("*.json"):
+        path.unlink()
+    targets = ["results/tables/runs.md", "results/figures/fig1_accuracy.png"]
+    assert rules_of(planned(run_copy, *targets)) == Counter(collapse=1, tables=1, figures=1)
+    snakemake(run_copy, *targets)
+    table = (run_copy / "results/tables/runs.md").read_text()
+    assert "`srt`: evaluated up to step 2 of 4 (in progress)" in table
+    assert "| SRT_Final | `srt` |  |  |  |" in table
+    # The default target still wants every evaluation, then the report again.
+    expected = {"eval_checkpoint": 2} | dict.fromkeys(REPORT_RULES, 1)
+    assert rules_of(planned(run_copy)) == Counter(expected)

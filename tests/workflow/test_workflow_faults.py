@@ -9,23 +9,23 @@ import hashlib
 import json
 import os
 import re
-import stat
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from support import (
+from launch import (
     REPORT_RULES,
+    SNAKEMAKE,
     planned,
-    planned_jobs,
+    planned_commands,
     rules_of,
     snakemake,
-    snakemake_command,
-    snakemake_env,
+    snakemake_args,
     tiny_workflow_config,
+    user_env,
+    workdir_path,
     write_config,
 )
 
@@ -37,7 +37,7 @@ TRAINING_AND_EVALUATION = {"train_chunk", "eval_checkpoint", "eval_base_model"}
 def test_jobs_read_the_checkpoints_they_should(tmp_path: Path) -> None:
     """Eval of step N loads checkpoints/stepN/policy; chunk k starts from chunk k-1's checkpoint."""
     write_config(tmp_path, tiny_workflow_config())
-    jobs = planned_jobs(tmp_path)
+    jobs = planned_commands(tmp_path)
     evals = [(outputs[0], command) for rule, outputs, command in jobs if rule == "eval_checkpoint"]
     assert len(evals) == len(RUNS) * len(STEPS) * len(BENCHMARKS)
     for summary, command in evals:
@@ -154,33 +154,43 @@ def file_hashes(root: Path) -> dict[str, str]:
     }
 
 
+# The first invocation's `mgrpo eval` job holds here (before it writes anything) until released.
+HOLD = """\
+import os, sys, time
+if sys.orig_argv[1:4] == ["-m", "mgrpo", "eval"]:
+    open(os.environ["HOLD_STARTED"], "w").close()
+    while not os.path.exists(os.environ["HOLD_RELEASE"]):
+        time.sleep(0.05)
+"""
+
+
 @pytest.mark.slow
 def test_a_second_invocation_is_refused_by_the_lock(run_copy: Path, tmp_path: Path) -> None:
-    """While one `snakemake` runs a job, another in the same directory is refused and writes
+    """While one `snakemake` runs a job, another in the same directory is refused and changes
     nothing; the first then finishes as if alone."""
     missing = run_copy / "results/eval/srt/step2/hard.json"
     missing.unlink()
-    # The first invocation's jobs call this `python`, which holds until the test releases it.
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    started, release = gate / "started", gate / "release"
-    python = gate / "python"
-    python.write_text(
-        "#!/bin/sh\n"
-        f"touch '{started}'\n"
-        f"while [ ! -e '{release}' ]; do sleep 0.05; done\n"
-        f"exec '{sys.executable}' \"$@\"\n"
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    (hold / "sitecustomize.py").write_text(HOLD)  # on PYTHONPATH: every python runs it first
+    started, release = hold / "started", hold / "release"
+    env = user_env(
+        workdir_path(run_copy),
+        PYTHONPATH=str(hold),
+        HOLD_STARTED=str(started),
+        HOLD_RELEASE=str(release),
     )
-    python.chmod(python.stat().st_mode | stat.S_IEXEC)
+    target = str(missing.relative_to(run_copy))  # that one evaluation
     first = subprocess.Popen(
-        snakemake_command(run_copy, str(missing.relative_to(run_copy))),  # that job alone
-        env=snakemake_env(gate),
+        [str(SNAKEMAKE), *snakemake_args(run_copy, target)],
+        cwd=run_copy,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while not started.exists():
             assert first.poll() is None, first.communicate()[0]
             assert time.monotonic() < deadline, "the first invocation never started its job"
