@@ -8,11 +8,13 @@ Any dataset with a question column and either an answer column or a worked solut
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from mgrpo.algorithm.answers import last_boxed
 from mgrpo.io import write_parquet
+from mgrpo.progress import progress
 
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -35,10 +37,11 @@ def load_hf_problems(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
         if column is not None and column not in dataset.column_names:
             raise ValueError(f"{where}: no column {column!r} ({key}); has {dataset.column_names}")
     instruction = spec.get("instruction", DEFAULT_INSTRUCTION)
+    count = len(dataset) if spec.get("limit") is None else min(spec["limit"], len(dataset))
     rows = []
-    for i, item in enumerate(dataset):
-        if spec.get("limit") is not None and i >= spec["limit"]:
-            break
+    items = islice(dataset, count)
+    desc = f"{spec['path']} {spec['split']}"
+    for i, item in enumerate(progress(items, total=count, desc=desc, unit="row")):
         if spec.get("answer_field"):
             answer = item[spec["answer_field"]]
         else:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from support import as_float32, raw_scalar_counts, tensorboard_scalars
 
 from mgrpo.algorithm.answers import math_verify_equal
+from mgrpo.cli import main
 from mgrpo.evaluation.local import evaluate_model, grade_samples
+from mgrpo.tracking import EVAL_EVENTS
 
 SPEC = {
     "samples": 2,
@@ -56,3 +60,39 @@ def test_evaluation_of_a_checkpoint_is_reproducible(toy_dir: Path) -> None:
     assert len(records) == 10
     assert summary["accuracy"] == pytest.approx(sum(r["correct"] for r in records) / 10)
     assert summary["sampling"] == {"temperature": 0.8, "max_new_tokens": 12, "seed": 0}
+
+
+def test_evaluations_join_the_runs_curves_once_per_step(toy_dir: Path, tmp_path: Path) -> None:
+    """`mgrpo eval` and `copy-eval` (step 0) add their numbers at their step; a repeat replaces."""
+    tensorboard = tmp_path / "runs" / "r" / "tensorboard"
+    problems = toy_dir / "data" / "test.parquet"
+    spec = json.dumps({**SPEC, "samples": 1, "limit": 3})
+
+    def evaluate(run: str, step: int, out: Path, *extra: str) -> dict:
+        main([
+            "eval", "--spec", spec, "--model", str(toy_dir / "model"), "--problems", str(problems),
+            "--out", str(out / "test.json"), "--records", str(out / "test.samples.parquet"),
+            "--run", run, "--step", str(step), "--benchmark", "test", *extra,
+        ])  # fmt: skip
+        return json.loads((out / "test.json").read_text())
+
+    base = evaluate("base", 0, tmp_path / "base")  # shared by the runs: no curves of its own
+    main([
+        "copy-eval", "--src", str(tmp_path / "base/test.json"),
+        "--src-records", str(tmp_path / "base/test.samples.parquet"),
+        "--out", str(tmp_path / "step0/test.json"),
+        "--records", str(tmp_path / "step0/test.samples.parquet"),
+        "--run", "r", "--tensorboard", str(tensorboard),
+    ])  # fmt: skip
+    for _ in range(2):  # evaluated twice: the points are replaced, not added again
+        step2 = evaluate("r", 2, tmp_path / "step2", "--tensorboard", str(tensorboard))
+    curves = tensorboard_scalars(tensorboard / EVAL_EVENTS)
+    assert curves["eval/test/accuracy"] == [
+        (0, as_float32(base["accuracy"])),
+        (2, as_float32(step2["accuracy"])),
+    ]
+    assert curves["eval/test/answer_rate"] == [
+        (0, as_float32(base["answer_rate"])),
+        (2, as_float32(step2["answer_rate"])),
+    ]
+    assert set(raw_scalar_counts(tensorboard).values()) == {1}

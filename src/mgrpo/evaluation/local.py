@@ -19,15 +19,19 @@ from mgrpo import lm
 from mgrpo.algorithm.answers import Equivalence, extract_answer, math_verify_equal
 from mgrpo.algorithm.voting import majority_vote
 from mgrpo.data import read_problems
+from mgrpo.progress import progress
 
 
 def evaluate_model(
-    model_dir: str | Path, problems_path: str | Path, spec: Mapping[str, Any]
+    model_dir: str | Path,
+    problems_path: str | Path,
+    spec: Mapping[str, Any],
+    label: str = "evaluation",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate; returns the summary and one record per sample.
 
     ``spec`` keys: samples, temperature, max_new_tokens, limit, seed, micro_batch_size, device,
-    threads, answer_equivalence.
+    threads, answer_equivalence. ``label`` names the job in its progress lines.
     """
     t0 = time.perf_counter()
     torch.set_num_threads(spec["threads"])
@@ -47,18 +51,20 @@ def evaluate_model(
     generator = torch.Generator(device=device).manual_seed(spec["seed"])
     texts: list[str] = []
     lengths: list[int] = []
-    for part in lm.micro_batches(len(rows), spec["micro_batch_size"]):
-        batch = lm.sample(
-            model,
-            [prompt_ids[i] for i, _ in rows[part]],
-            temperature=spec["temperature"],
-            max_new_tokens=spec["max_new_tokens"],
-            eos_token_id=stops,
-            pad_token_id=tokenizer.pad_token_id,
-            generator=generator,
-        )
-        texts.extend(tokenizer.batch_decode(batch.responses, skip_special_tokens=True))
-        lengths.extend(batch.response_mask.sum(-1).tolist())
+    with progress(total=len(rows), desc=label, unit="sample") as bar:
+        for part in lm.micro_batches(len(rows), spec["micro_batch_size"]):
+            batch = lm.sample(
+                model,
+                [prompt_ids[i] for i, _ in rows[part]],
+                temperature=spec["temperature"],
+                max_new_tokens=spec["max_new_tokens"],
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+                generator=generator,
+            )
+            texts.extend(tokenizer.batch_decode(batch.responses, skip_special_tokens=True))
+            lengths.extend(batch.response_mask.sum(-1).tolist())
+            bar.update(len(batch))
 
     summary, records = grade_samples(
         texts, lengths, problems.ids[:count], problems.answers[:count], k, equal
