@@ -48,11 +48,19 @@ def interval() -> float:
 
 
 class _LogLines(io.TextIOBase):
-    """A file for tqdm that turns each status it prints into one log record."""
+    """A file for tqdm that turns each status it prints into one log record.
 
-    def __init__(self, logger: logging.Logger):
-        self.logger = logger
+    Where nothing handles log records (a script that configured no logging), the lines go
+    to ``stream`` as they are.
+    """
+
+    def __init__(self, logger: logging.Logger, stream: Any):
+        self.emit = logger.info if logger.hasHandlers() else self._print
+        self.stream = stream
         self.last = ""
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
 
     def write(self, text: str) -> int:
         for part in text.replace("\r", "\n").split("\n"):
@@ -60,7 +68,7 @@ class _LogLines(io.TextIOBase):
             # tqdm prints the final count again when it closes: one line per count is enough.
             count = line.partition(" elapsed ")[0]
             if line and count != self.last:
-                self.logger.info(line)
+                self.emit(line)
                 self.last = count
         return len(text)
 
@@ -102,7 +110,7 @@ def progress(
         desc=desc,
         unit=unit,
         initial=initial,
-        file=_LogLines(log),
+        file=_LogLines(log, stream),
         bar_format=OPEN_ENDED_FORMAT if open_ended else LINE_FORMAT,
         mininterval=interval(),
         miniters=1,

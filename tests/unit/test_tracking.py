@@ -210,6 +210,20 @@ def test_progress_lines_respect_the_interval(
     ]
 
 
+def test_progress_without_logging_writes_its_lines_to_the_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mgrpo.progress
+
+    monkeypatch.setattr(mgrpo.progress, "log", logging.Logger("unconfigured"))  # no handlers
+    log_file = io.StringIO()
+    for _ in progress(range(2), desc="toy splits", unit="split", stream=log_file):
+        pass
+    lines = log_file.getvalue().splitlines()
+    assert lines[-1].startswith("toy splits: 2/2 split (100%) elapsed")
+    assert "\r" not in log_file.getvalue()
+
+
 def test_progress_on_a_terminal_is_a_live_bar(caplog: pytest.LogCaptureFixture) -> None:
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
