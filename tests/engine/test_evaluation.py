@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from support import as_float32, raw_scalar_counts, tensorboard_scalars
 
 from mgrpo.algorithm.answers import math_verify_equal
 from mgrpo.cli import main
+from mgrpo.data import read_problems
 from mgrpo.evaluation.local import evaluate_model, grade_samples
 from mgrpo.tracking import EVAL_EVENTS
 
@@ -44,6 +46,36 @@ def test_grading_avg_and_majority_at_k_by_hand() -> None:
     assert summary["answer_rate"] == pytest.approx(5 / 6)
     exact, _ = grade_samples(texts, [1] * 6, ["p1", "p2"], ["\\frac{1}{2}", "7"], 3, None)
     assert exact["accuracy"] == pytest.approx(2 / 6)
+
+
+def test_majority_at_k_votes_over_answer_classes() -> None:
+    # p1: two samples write sqrt(3) in different forms; one says 1. As strings the three tie and
+    # the first ("1") would win; math-verify merges the two roots, which then win 2:1.
+    texts = ["\\boxed{1}", "\\boxed{\\sqrt{3}}", "\\boxed{3^{1/2}}"]
+    merged, _ = grade_samples(texts, [1] * 3, ["p1"], ["\\sqrt{3}"], 3, math_verify_equal)
+    assert merged["majority_accuracy"] == 1.0
+    exact, _ = grade_samples(texts, [1] * 3, ["p1"], ["\\sqrt{3}"], 3, None)
+    assert exact["majority_accuracy"] == 0.0
+
+
+def test_exact_grading_of_file_answers_written_in_other_forms(tmp_path: Path) -> None:
+    # Truths read from a problem file and rollouts that box another form of the same answer
+    # agree under the string rules alone (answer_equivalence: exact).
+    truths = ["\\$5", "\\frac12", "a=3", "\\sqrt3", "90^\\circ", "\\text{(C)}"]
+    texts = [
+        "\\boxed{5\\text{ dollars}}",
+        "\\boxed{0.5}",
+        "\\boxed{3}",
+        "\\boxed{\\sqrt{3}}",
+        "\\boxed{90 degrees}",
+        "\\boxed{C}",
+    ]
+    ids = [f"p{i}" for i in range(len(truths))]
+    path = tmp_path / "problems.parquet"
+    pd.DataFrame({"id": ids, "question": ["q"] * len(ids), "answer": truths}).to_parquet(path)
+    problems = read_problems(path)
+    summary, _ = grade_samples(texts, [1] * len(texts), problems.ids, problems.answers, 1, None)
+    assert summary["accuracy"] == 1.0
 
 
 def test_grading_refuses_a_wrong_sample_count() -> None:

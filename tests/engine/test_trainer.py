@@ -128,12 +128,13 @@ def test_outputs_have_exactly_the_run_layout_columns(toy_dir: Path, tmp_path: Pa
 def test_rollout_records_are_what_the_loss_used(
     toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = run_settings(**MGRPO)
+    settings = run_settings(**MGRPO, clip_ratio_c=2.5)
     used: list[torch.Tensor] = []
     real_loss = trainer_module.policy_loss
 
     def spy(log_prob, old_log_prob, ref_log_prob, advantages, *args, **kwargs):
         used.append(advantages.detach().clone())
+        assert kwargs["clip_ratio_c"] == 2.5  # the run's dual-clip bound reaches the loss
         return real_loss(log_prob, old_log_prob, ref_log_prob, advantages, *args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "policy_loss", spy)

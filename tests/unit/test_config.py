@@ -17,6 +17,7 @@ def test_defaults_are_filled_in() -> None:
     cfg = validate_config(MINIMAL)
     assert cfg["training"]["lr"] == 1e-6  # the paper's learning rate
     assert cfg["training"]["iqr_k"] == 0.75
+    assert cfg["training"]["clip_ratio_c"] == 3.0  # verl's dual-clip default
     assert cfg["benchmarks"]["t"]["temperature"] == 0.8
     assert cfg["data"]["toy"]["splits"]["train"] == 2000
     assert cfg["report"]["collapse_margin"] == 0.05
@@ -34,6 +35,8 @@ def test_input_is_not_mutated() -> None:
         ({"training": {"lr": -1}}, "training.lr"),
         ({"training": {"method": "ppo"}}, "training.method"),
         ({"training": {"nonsense": 1}}, "training"),
+        ({"training": {"clip_ratio_c": 1.0}}, "training.clip_ratio_c"),  # must exceed 1
+        ({"runs": {"a": {"clip_ratio_c": None}}}, "runs.a.clip_ratio_c"),  # no off switch
         ({"runs": {"a": {"rollouts": 0}}}, "runs.a.rollouts"),
         ({"runs": {"a": {"steps": 10, "chunk_steps": 3}}}, "runs.a.chunk_steps"),
         ({"training": {"steps": 10, "chunk_steps": 3}}, "training.chunk_steps"),

@@ -3,7 +3,8 @@
 ``samples`` answers per problem at ``temperature``; accuracy is the mean over all samples
 (avg@k, as the paper reports for AIME/GPQA), and majority-vote accuracy (maj@k) is reported
 beside it. A sample is correct when its last ``\\boxed{}`` answer equals the ground truth after
-normalisation (and math-verify equivalence, unless ``answer_equivalence`` is ``exact``).
+normalisation (and math-verify equivalence, unless ``answer_equivalence`` is ``exact``); the
+majority vote counts equivalent answers as one, as the trainer's vote does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from typing import Any
 import torch
 
 from mgrpo import lm
-from mgrpo.algorithm.answers import Equivalence, extract_answer, math_verify_equal
+from mgrpo.algorithm.answers import (
+    Equivalence,
+    extract_answer,
+    math_verify_equal,
+    merge_equivalent,
+)
 from mgrpo.algorithm.voting import majority_vote
 from mgrpo.data import read_problems
 from mgrpo.progress import progress
@@ -99,7 +105,8 @@ def grade_samples(
     majority_correct = 0
     for i, (problem_id, truth) in enumerate(zip(ids, truths, strict=True)):
         answers = [extract_answer(texts[i * k + j]) for j in range(k)]
-        majority_correct += matches(majority_vote(answers).label, truth)
+        # maj@k votes over the same answer classes as the trainer's pseudo-label
+        majority_correct += matches(majority_vote(merge_equivalent(answers, equal)).label, truth)
         for j, answer in enumerate(answers):
             records.append(
                 {

@@ -304,6 +304,7 @@ class LocalTrainer:
                 adv[rows],
                 sub.response_mask[rows],
                 clip_ratio=s["clip_ratio"],
+                clip_ratio_c=s["clip_ratio_c"],
                 kl_coef=s["kl_coef"],
                 token_count=tokens,
             )
