@@ -125,9 +125,9 @@ def _write_records(path: Path, records: list[bytes]) -> None:
 def prune_after(root: str | Path, step: int) -> int:
     """Remove every scalar of a step after ``step`` from the event files under ``root``.
 
-    Other events (file version, session logs) stay; a file left without scalars is deleted.
-    Files are rewritten atomically under their own names, so their reading order is kept.
-    Returns the number of scalar events removed.
+    Other events (file version, session logs) stay; a file left without scalars is deleted;
+    a record that a kill cut short goes too. Files are rewritten atomically under their own
+    names, so their reading order is kept. Returns the number of scalar events removed.
     """
     from tensorboard.compat.proto.event_pb2 import Event
 
@@ -136,7 +136,9 @@ def prune_after(root: str | Path, step: int) -> int:
         records = _read_records(path)
         events = [Event.FromString(r) for r in records]
         stale = [e.HasField("summary") and e.step > step for e in events]
-        if not any(stale):
+        # A record is its data plus 16 bytes of framing (length, and two checksums).
+        truncated = path.stat().st_size != sum(len(r) + 16 for r in records)
+        if not any(stale) and not truncated:
             continue
         removed += sum(stale)
         kept = [r for r, s in zip(records, stale, strict=True) if not s]
@@ -229,7 +231,8 @@ class TrainingCurves:
         if self.writer is not None:
             self.log(tracked_metrics(line), int(line["step"]))
 
-    def finish(self) -> None:
+    def finish(self, exit_code: int | None = None) -> None:
+        """Flush and close (``exit_code`` as verl's tracking passes it; unused)."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None

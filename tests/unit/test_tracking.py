@@ -128,6 +128,18 @@ def test_pruning_keeps_earlier_steps_and_drops_emptied_files(tmp_path: Path) -> 
     assert list((root / TRAIN_EVENTS).iterdir()) == []
 
 
+def test_a_record_cut_short_by_a_kill_is_removed(tmp_path: Path) -> None:
+    root = tmp_path / "tb"
+    with TrainingCurves(root, first_step=1) as curves:
+        write_steps(curves, range(1, 4), scale=1.0)
+    (events,) = (root / TRAIN_EVENTS).iterdir()
+    complete = events.read_bytes()
+    events.write_bytes(complete + complete[-30:-10])  # killed in the middle of a record
+    assert prune_after(root, 3) == 0
+    assert events.read_bytes() == complete
+    assert [s for s, _ in tensorboard_scalars(root / TRAIN_EVENTS)["train/b"]] == [1, 2, 3]
+
+
 # ------------------------------------------------------------------------ evaluation
 def summary(step: int, bench: str, accuracy: float) -> dict:
     return {
