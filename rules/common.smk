@@ -100,6 +100,14 @@ def train_chunk_inputs(wildcards):
     return inputs
 
 
+def train_gpus(wildcards):
+    """GPUs of a training job: the run's `gpus` on verl; one for the local engine on CUDA."""
+    settings = RUNS[wildcards.run]
+    if settings["engine"] == "verl":
+        return settings["gpus"]
+    return 1 if settings["device"].startswith("cuda") else 0
+
+
 def train_settings(wildcards):
     """Run settings minus the run length: raising `steps` appends chunks, retrains nothing."""
     return RUNS[wildcards.run].to_json()

@@ -9,7 +9,14 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "module", ["mgrpo.evaluation.local", "mgrpo.toy.warmstart", "mgrpo.toy.build", "mgrpo.lm"]
+    "module",
+    [
+        "mgrpo.evaluation.local",
+        "mgrpo.toy.warmstart",
+        "mgrpo.toy.build",
+        "mgrpo.lm",
+        "mgrpo.step_records",
+    ],
 )
 def test_shared_code_imports_no_engine(module: str) -> None:
     code = (

@@ -47,7 +47,7 @@ ENGINES: dict[str, Engine] = {
         "torch and transformers (installed with mgrpo); CPU or one CUDA GPU",
     ),
     "verl": Engine(
-        "mgrpo.engines.verl.main",
+        "mgrpo.engines.verl.launch",
         "verl 0.9.1 with vLLM on a CUDA machine: pip install 'mgrpo[verl,vllm]' "
         "(or use the conda env envs/train.yaml)",
     ),

@@ -19,20 +19,14 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
-
-from mgrpo.io import read_jsonl, write_json, write_jsonl, write_parquet
-from mgrpo.run_layout import read_manifest, rollout_frame, write_chunk_records
+from mgrpo.io import write_json
+from mgrpo.run_layout import read_manifest
+from mgrpo.step_records import ChunkRecords
 
 
-class ChunkRecorder:
-    def __init__(self, resume_dir: Path):
-        self.dir = Path(resume_dir)
-        self.metrics: list[dict[str, Any]] = []
-        self.pending: list[dict[str, Any]] = []  # records since the last resume part
-        self.parts: list[Path] = []
+class ChunkRecorder(ChunkRecords):
+    """The local engine's records plus its resume states (``latest.json`` points to the newest)."""
 
     def latest_state(self, identity: str, start: int, end: int) -> Path | None:
         """The newest resume state of *this* chunk (same run identity and bounds), if any."""
@@ -46,30 +40,13 @@ class ChunkRecorder:
             return None
         return state
 
-    def restore(self, step: int) -> None:
-        """Reload what the chunk had produced up to resume step ``step``."""
-        self.metrics = [m for m in read_jsonl(self.dir / "metrics.jsonl") if m["step"] <= step]
-        self.parts = sorted(
-            (p for p in self.dir.glob("rollouts-to-step*.parquet") if _part_step(p) <= step),
-            key=_part_step,
-        )
-        self.pending = []
-
-    def add(self, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
-        self.metrics.append(metrics)
-        self.pending.extend(records)
-
     def checkpoint(
         self, step: int, save: Callable[[Path], None], identity: str, start: int, end: int
     ) -> None:
         """Persist a resume state at ``step``; the pointer is updated only once it is complete."""
         state = f"state-step{step}"
         save(self.dir / state)
-        part = self.dir / f"rollouts-to-step{step}.parquet"
-        write_parquet(part, rollout_frame(self.pending))
-        self.parts.append(part)
-        self.pending = []
-        write_jsonl(self.dir / "metrics.jsonl", self.metrics)
+        self.persist(step)
         write_json(
             self.dir / "latest.json",
             {"state": state, "step": step, "identity": identity, "start": start, "end": end},
@@ -77,12 +54,3 @@ class ChunkRecorder:
         for old in self.dir.glob("state-step*"):
             if old.name != state:
                 shutil.rmtree(old, ignore_errors=True)
-
-    def write_outputs(self, metrics_path: Path, rollouts_path: Path) -> None:
-        frames = [pd.read_parquet(p) for p in self.parts] + [rollout_frame(self.pending)]
-        rollouts = pd.concat(frames, ignore_index=True)
-        write_chunk_records(metrics_path, self.metrics, rollouts_path, rollouts)
-
-
-def _part_step(path: Path) -> int:
-    return int(path.stem.removeprefix("rollouts-to-step"))

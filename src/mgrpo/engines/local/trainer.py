@@ -44,6 +44,7 @@ from mgrpo.engines.local.state import (
 from mgrpo.progress import progress
 from mgrpo.run_layout import MOMENTUM_DIR, POLICY_DIR, CheckpointManifest, read_manifest
 from mgrpo.settings import RunSettings
+from mgrpo.step_records import ScoredPool, rollout_records, step_metrics
 from mgrpo.tracking import TrainingCurves
 
 
@@ -250,11 +251,23 @@ class LocalTrainer:
             ema_update_(list(self.momentum.parameters()), self.policy.parameters(), method.momentum)
 
         self.step_index += 1
-        metrics = self._metrics(groups, pools, is_momentum, entropy_list, batch, update)
+        lengths = batch.response_mask.sum(-1).tolist()
+        scored = [
+            ScoredPool(
+                prompt_id=self.problems.ids[prompt_index[p]],
+                group=group,
+                is_momentum=[is_momentum[r] for r in rows],
+                texts=[texts[r] for r in rows],
+                entropies=[entropy_list[r] for r in rows],
+                self_certainties=[certainty[r] for r in rows] if certainty else None,
+                lengths=[lengths[r] for r in rows],
+            )
+            for p, (group, rows) in enumerate(zip(groups, pools, strict=True))
+        ]
+        label = self.method.label
+        metrics = step_metrics(self.settings["run"], label, self.step_index, scored, update)
         metrics.update(step_time=time.perf_counter() - t0, sample_time=t_sample)
-        records = self._records(
-            groups, pools, prompt_index, texts, entropy_list, is_momentum, certainty
-        )
+        records = rollout_records(self.settings["run"], label, self.step_index, scored)
         return metrics, records
 
     def _update(
@@ -322,65 +335,6 @@ class LocalTrainer:
             )
         self.optimizer.step()
         return {"lr": lr, **totals, "grad_norm": grad_norm.item()}
-
-    def _metrics(self, groups, pools, is_momentum, entropy, batch, update) -> dict[str, Any]:
-        def mean(values: list[float]) -> float | None:
-            return sum(values) / len(values) if values else None
-
-        rewards = [r for g in groups for r in g.rewards if r is not None]
-        labelled = [g.label_correct for g in groups if g.label_correct is not None]
-        policy_rows = [r for rows in pools for r in rows if not is_momentum[r]]
-        momentum_rows = [r for rows in pools for r in rows if is_momentum[r]]
-        correct = [
-            g.answers[i] is not None and g.answers[i] == g.truth
-            for g, rows in zip(groups, pools, strict=True)
-            for i, r in enumerate(rows)
-            if not is_momentum[r] and g.truth is not None
-        ]
-        lengths = batch.response_mask.sum(-1).tolist()
-        return {
-            "run": self.settings["run"],
-            "method": self.method.label,
-            "step": self.step_index,
-            **update,
-            "reward_mean": mean(rewards),
-            "label_accuracy": mean([float(c) for c in labelled]),
-            "label_rate": mean([float(g.label is not None) for g in groups]),
-            "majority_ratio": mean([g.majority_ratio for g in groups]),
-            "policy_accuracy": mean([float(c) for c in correct]),
-            "answer_rate": mean([float(a is not None) for g in groups for a in g.answers]),
-            "entropy_policy": mean([entropy[r] for r in policy_rows]),
-            "entropy_momentum": mean([entropy[r] for r in momentum_rows]),
-            "kept_fraction": mean([float(k) for g in groups for k in g.kept]),
-            "trained_rollouts": sum(sum(g.trained) for g in groups),
-            "response_length": mean(lengths),
-        }
-
-    def _records(self, groups, pools, prompt_index, texts, entropy, is_momentum, certainty):
-        records = []
-        for g, rows, p in zip(groups, pools, prompt_index, strict=True):
-            for i, r in enumerate(rows):
-                records.append(
-                    {
-                        "run": self.settings["run"],
-                        "method": self.method.label,
-                        "step": self.step_index,
-                        "prompt_id": self.problems.ids[p],
-                        "rollout": i,
-                        "source": "momentum" if is_momentum[r] else "policy",
-                        "response": texts[r],
-                        "answer": g.answers[i],
-                        "entropy": entropy[r],
-                        "self_certainty": None if certainty is None else certainty[r],
-                        "kept": g.kept[i],
-                        "trained": g.trained[i],
-                        "pseudo_label": g.label,
-                        "reward": g.rewards[i],
-                        "advantage": g.advantages[i],
-                        "ground_truth": g.truth,
-                    }
-                )
-        return records
 
 
 def unavailable_reason(settings: RunSettings) -> str | None:
