@@ -22,6 +22,7 @@ CONFIG = validate_config(config)
 # switching TensorBoard off or changing the progress cadence reruns nothing.
 os.environ.update(
     MGRPO_TENSORBOARD="1" if CONFIG["logging"]["tensorboard"] else "0",
+    MGRPO_TRACKERS=",".join(CONFIG["logging"]["trackers"]),
     MGRPO_PROGRESS_SECONDS=str(CONFIG["logging"]["progress_seconds"]),
 )
 # Each run's RunSettings, resolved once. Engine availability is checked when a training job

@@ -40,9 +40,11 @@ from mgrpo.run_layout import METRICS_FIELDS, check_metrics_line
 
 TRAIN_EVENTS = "train"
 EVAL_EVENTS = "eval"
-# The workflow's `logging.tensorboard: false` reaches jobs as MGRPO_TENSORBOARD=0 (an
-# environment variable, not a rule parameter: switching it reruns nothing).
+# The workflow's `logging.tensorboard: false` reaches jobs as MGRPO_TENSORBOARD=0 and its
+# `logging.trackers` as MGRPO_TRACKERS=wandb,mlflow (environment variables, not rule
+# parameters: changing them reruns nothing).
 SWITCH = "MGRPO_TENSORBOARD"
+TRACKERS = "MGRPO_TRACKERS"
 # Event files are recognised by this infix; temporary files must not carry it.
 EVENT_INFIX = "tfevents"
 
@@ -97,6 +99,11 @@ def tensorboard_root(path: str | Path | None) -> Path | None:
     if path is None or os.environ.get(SWITCH, "1").strip().lower() in ("0", "false", "no"):
         return None
     return Path(path)
+
+
+def extra_trackers() -> list[str]:
+    """Tracking backends besides TensorBoard for engines that have them (verl's ``Tracking``)."""
+    return [name.strip() for name in os.environ.get(TRACKERS, "").split(",") if name.strip()]
 
 
 # ----------------------------------------------------------------------------------- writing

@@ -246,7 +246,7 @@ def test_html_report_bundles_every_table_and_figure(run_copy: Path) -> None:
 @pytest.mark.slow
 def test_logging_settings_rerun_nothing(run_copy: Path) -> None:
     config = tiny_workflow_config()
-    config["logging"] = {"tensorboard": False, "progress_seconds": 60}
+    config["logging"] = {"tensorboard": False, "trackers": ["wandb"], "progress_seconds": 60}
     write_config(run_copy, config)
     proc = snakemake(run_copy, "--dry-run")
     assert "Nothing to be done" in proc.stdout + proc.stderr
