@@ -13,7 +13,6 @@ run's curves (here a paper-length run of --history steps, half of which are prun
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from step_time import toy_inputs  # noqa: E402
+from step_time import emit, toy_inputs  # noqa: E402
 
 from mgrpo.config import load_config  # noqa: E402
 from mgrpo.settings import resolve_run_settings  # noqa: E402
@@ -83,10 +82,7 @@ def main() -> None:
         "chunk_start_history_steps": args.history,
         "timed_steps": args.steps,
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

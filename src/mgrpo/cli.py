@@ -149,6 +149,13 @@ def _add_to_curves(tensorboard: str | None, result: dict[str, Any]) -> None:
         log.info("TensorBoard: %s", write_eval_scalars(root, result))
 
 
+def _tensorboard_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tensorboard",
+        help="the run's TensorBoard directory (omitted, or MGRPO_TENSORBOARD=0: no curves)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgrpo", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -192,10 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True, help="per-step metrics (JSON lines) to write")
     p.add_argument("--rollouts", required=True, help="per-rollout audit records (parquet)")
     p.add_argument("--resume-dir", required=True, help="intra-chunk resume state")
-    p.add_argument(
-        "--tensorboard",
-        help="the run's TensorBoard directory (omitted, or MGRPO_TENSORBOARD=0: no curves)",
-    )
+    _tensorboard_argument(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate one model on one benchmark")
@@ -208,10 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, required=True)
     p.add_argument("--benchmark", required=True)
     p.add_argument("--fingerprint", default=None, help="settings fingerprint of the run")
-    p.add_argument(
-        "--tensorboard",
-        help="the run's TensorBoard directory (omitted, or MGRPO_TENSORBOARD=0: no curves)",
-    )
+    _tensorboard_argument(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("copy-eval", help="reuse the base model's evaluation as a run's step 0")
@@ -220,10 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--records", required=True)
     p.add_argument("--run", required=True)
-    p.add_argument(
-        "--tensorboard",
-        help="the run's TensorBoard directory (omitted, or MGRPO_TENSORBOARD=0: no curves)",
-    )
+    _tensorboard_argument(p)
     p.set_defaults(func=cmd_copy_eval)
 
     from mgrpo.report.cli import add_report_parser
