@@ -241,6 +241,11 @@ def test_html_report_bundles_every_table_and_figure(run_copy: Path) -> None:
         assert len(caption) > 300, (path, caption)
         assert "config.yaml" in caption and all(f in caption for f in fingerprints), caption
     assert "Figure 5 analogue" in bundled["results/figures/fig5_collapse.png"]["caption"]
+    # The start page describes the runs and shows the configuration they came from.
+    start = html.index("var workflow_desc = ") + len("var workflow_desc = ")
+    description, _ = json.JSONDecoder().raw_decode(html, start)
+    assert "mgrpo_iqr" in description and "configuration as given" in description
+    assert "resume_every" in description
 
 
 @pytest.mark.slow
