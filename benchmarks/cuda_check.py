@@ -95,7 +95,7 @@ def max_weight_diff(a: Path, b: Path) -> float:
 
 
 def correctness(config: dict, work: Path) -> dict[str, Any]:
-    from mgrpo.evaluation.local import evaluate_model
+    from mgrpo.evaluation.runner import evaluate_model
     from mgrpo.io import read_jsonl
 
     model, splits = build_toy(config, work)
@@ -134,6 +134,7 @@ def correctness(config: dict, work: Path) -> dict[str, Any]:
     )
 
     spec = {**config["benchmarks"]["test"], **config["evaluation"], "device": DEVICE, "limit": 100}
+    spec["backend"] = "local"  # the local sampler on CUDA, even where vLLM is installed
     a, _ = evaluate_model(two / "policy", splits["test"], {**spec, "seed": 0})
     b, _ = evaluate_model(two / "policy", splits["test"], {**spec, "seed": 0})
     c, _ = evaluate_model(two / "policy", splits["test"], {**spec, "seed": 1})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +72,22 @@ def run_settings(name: str = "run", **training: Any) -> RunSettings:
     from mgrpo.settings import resolve_run_settings
 
     return resolve_run_settings(tiny_config(name, **training), name)
+
+
+@contextlib.contextmanager
+def fails_after(seconds: int) -> Iterator[None]:
+    """Turn a hang (the bug a test looks for) into a failure: SIGALRM in the main thread."""
+
+    def hung(signum: int, frame: object) -> None:
+        raise AssertionError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:

@@ -68,9 +68,12 @@ def cmd_toy_data(args: argparse.Namespace) -> None:
 
 
 def cmd_hf_data(args: argparse.Namespace) -> None:
-    from mgrpo.hf_data import write_hf_problems
+    from mgrpo.hf_data import DatasetUnavailable, write_hf_problems
 
-    count = write_hf_problems(args.spec, args.out)
+    try:
+        count = write_hf_problems(args.spec, args.out)
+    except DatasetUnavailable as err:
+        raise SystemExit(f"mgrpo hf-data: {err}") from None
     log.info("%s: %d problems from %s", args.out, count, args.spec["path"])
 
 
@@ -105,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from mgrpo.evaluation.local import evaluate_model
+    from mgrpo.evaluation.runner import evaluate_model
     from mgrpo.io import write_json, write_parquet
 
     label = f"{args.run} step {args.step} {args.benchmark}"
@@ -123,7 +126,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     _add_to_curves(args.tensorboard, result)
     write_json(args.out, result)  # last: its existence means the evaluation is complete
     log.info(
-        "%s step %s %s: accuracy %.4f", args.run, args.step, args.benchmark, result["accuracy"]
+        "%s step %s %s: accuracy %.4f (%s backend, %.2f samples/s)",
+        args.run,
+        args.step,
+        args.benchmark,
+        result["accuracy"],
+        result["backend"]["name"],
+        result["samples_per_second"],
     )
 
 

@@ -87,7 +87,43 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
             raise ConfigError(
                 f"config key 'benchmarks.{bench}.split': no toy split {spec['split']!r}"
             )
+        _check_benchmark_kind(bench, spec)
+    if cfg["data"]["source"] == "hf":
+        _check_hf_fields("data.hf", cfg["data"]["hf"])
     return cfg
+
+
+def _check_benchmark_kind(bench: str, spec: Mapping[str, Any]) -> None:
+    from mgrpo.hf_data import FORMAT_KINDS
+
+    where = f"benchmarks.{bench}"
+    kind = spec["kind"]
+    if spec["source"] == "toy" and kind != "math":
+        raise ConfigError(f"config key '{where}.kind': toy splits are math problems, not {kind!r}")
+    if spec["source"] == "hf":
+        fmt = spec["hf"]["format"]
+        if FORMAT_KINDS[fmt] != kind:
+            raise ConfigError(
+                f"config key '{where}.kind': {kind!r} does not fit hf.format {fmt!r} "
+                f"(which makes {FORMAT_KINDS[fmt]!r} problems)"
+            )
+        _check_hf_fields(f"{where}.hf", spec["hf"])
+    if spec["lm_eval"] and kind == "code":
+        raise ConfigError(
+            f"config key '{where}.lm_eval': code benchmarks run in the project's sandbox "
+            "(lm-eval's code tasks fetch their executor from the hub)"
+        )
+
+
+def _check_hf_fields(where: str, hf: Mapping[str, Any]) -> None:
+    if hf["format"] != "math":
+        return
+    if not hf.get("question_field"):
+        raise ConfigError(f"config key '{where}.question_field': required for format 'math'")
+    if not hf.get("answer_field") and not hf.get("solution_field"):
+        raise ConfigError(
+            f"config key '{where}.answer_field': format 'math' needs answer_field or solution_field"
+        )
 
 
 def load_config(path: str | Path) -> dict:

@@ -17,7 +17,7 @@ import io
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tqdm import tqdm
@@ -81,6 +81,17 @@ def _length(iterable: Any) -> int | None:
         return len(iterable)
     except TypeError:
         return None
+
+
+def progress_factory(label: str, unit: str) -> Callable[..., tqdm]:
+    """A tqdm factory for a library that takes one (vLLM's ``use_tqdm``): :func:`progress`
+    lines named ``label`` (and the library's own description, e.g. "Processed prompts")."""
+
+    def make(iterable: Iterable[Any] | None = None, *, total=None, desc=None, **_: Any) -> tqdm:
+        name = f"{label}: {desc}" if desc else label
+        return progress(iterable, total=total, desc=name, unit=unit)
+
+    return make
 
 
 def progress(

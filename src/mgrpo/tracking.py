@@ -56,7 +56,16 @@ TAG_GROUPS = {
     **dict.fromkeys(("step_time", "sample_time"), "timing"),
 }
 # Evaluation summary numbers that describe the job, not the model.
-EVAL_NOT_TRACKED = ("step", "problems", "samples_per_problem", "samples", "seconds")
+EVAL_NOT_TRACKED = (
+    "step",
+    "problems",
+    "samples_per_problem",
+    "samples",
+    "seconds",
+    "generation_seconds",
+    "grading_seconds",
+    "samples_per_second",
+)
 
 
 def train_tag(name: str) -> str:

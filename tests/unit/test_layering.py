@@ -11,7 +11,8 @@ import pytest
 @pytest.mark.parametrize(
     "module",
     [
-        "mgrpo.evaluation.local",
+        "mgrpo.evaluation.runner",
+        "mgrpo.evaluation.backends",
         "mgrpo.toy.warmstart",
         "mgrpo.toy.build",
         "mgrpo.lm",

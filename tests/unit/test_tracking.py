@@ -12,7 +12,7 @@ import pytest
 from support import as_float32, raw_scalar_counts, tensorboard_scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mgrpo.progress import progress
+from mgrpo.progress import progress, progress_factory
 from mgrpo.run_layout import METRICS_FIELDS
 from mgrpo.tracking import (
     EVAL_EVENTS,
@@ -234,6 +234,23 @@ def test_progress_without_logging_writes_its_lines_to_the_file(
     lines = log_file.getvalue().splitlines()
     assert lines[-1].startswith("toy splits: 2/2 split (100%) elapsed")
     assert "\r" not in log_file.getvalue()
+
+
+def test_a_librarys_progress_bar_becomes_lines(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """vLLM's ``use_tqdm`` gets ``progress_factory``; it calls it the way tqdm is called."""
+    monkeypatch.setenv("MGRPO_PROGRESS_SECONDS", "0")
+    make = progress_factory("srt step 50 math500", "prompt")
+    with caplog.at_level(logging.INFO, logger="mgrpo.progress"):
+        for _ in make(range(2), desc="Adding requests"):
+            pass
+        bar = make(total=2, desc="Processed prompts", dynamic_ncols=True, postfix="est. speed")
+        bar.update(2)
+        bar.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[-1].startswith("srt step 50 math500: Processed prompts: 2/2 prompt (100%)")
+    assert any(line.startswith("srt step 50 math500: Adding requests: 2/2") for line in lines)
 
 
 def test_progress_on_a_terminal_is_a_live_bar(caplog: pytest.LogCaptureFixture) -> None:

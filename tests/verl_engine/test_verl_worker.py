@@ -67,7 +67,7 @@ def test_momentum_worker_on_fsdp2_shards(workers, base, tmp_path_factory, toy_di
     from ray.exceptions import RayTaskError
 
     from mgrpo.engines.verl.launch import export_hf
-    from mgrpo.evaluation.local import evaluate_model
+    from mgrpo.evaluation.runner import evaluate_model
     from mgrpo.lm import load_model
 
     tmp = tmp_path_factory.mktemp("worker")
@@ -124,6 +124,7 @@ def test_momentum_worker_on_fsdp2_shards(workers, base, tmp_path_factory, toy_di
         "micro_batch_size": 4,
         "device": "cpu",
         "threads": 1,
+        "backend": "local",
     }
     summary, records = evaluate_model(tmp / "hf_policy", toy_dir / "data" / "test.parquet", spec)
     assert len(records) == 4 and 0.0 <= summary["accuracy"] <= 1.0
