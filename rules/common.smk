@@ -8,13 +8,20 @@ SRC = str(Path(workflow.basedir).parent / "src")
 sys.path.insert(0, SRC)
 from mgrpo.config import model_key, validate_config
 from mgrpo.settings import resolve_run_settings
-from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
+from mgrpo.report import FIGURES, PAPER_NUMBERS, TABLE_FORMATS, table_names
 
-# Jobs (local or SLURM, which exports this environment) run `python -m mgrpo` from this
-# checkout, whichever Python environment they use: the .venv locally, a conda env per rule on
-# a cluster. Prepended, so a user's own PYTHONPATH still applies.
+# Every rule runs `python -m mgrpo` from this checkout, in whichever Python environment the
+# job uses. `python` is the interpreter running Snakemake (the .venv, whether Snakemake was
+# started by make, by .venv/bin/snakemake or from an activated venv), never whichever `python`
+# happens to come first on PATH: its directory goes first. Under `--sdm conda` each job's shell
+# activates the rule's conda env after that, which puts the env first, so the env's python
+# wins. SLURM jobs inherit this environment (sbatch --export=ALL) and re-parse this file.
+# PYTHONPATH makes `mgrpo` importable in the conda envs, which do not install the project.
+_python_bin = os.path.dirname(sys.executable)
+_path = os.environ.get("PATH", "").split(os.pathsep)
 os.environ.update(
-    PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+    PATH=os.pathsep.join([_python_bin, *(p for p in _path if p != _python_bin)]),
+    PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])),
 )
 
 CONFIG = validate_config(config)
@@ -182,7 +189,11 @@ def metrics_files():
 def report_config():
     return json.dumps(
         {
-            "runs": {name: settings.to_dict() for name, settings in RUNS.items()},
+            # The run length too: the report tells a finished run from one in progress.
+            "runs": {
+                name: {**settings.to_dict(), "steps": settings.steps}
+                for name, settings in RUNS.items()
+            },
             "benchmarks": list(BENCHMARKS),
             "report": CONFIG["report"],
         },
@@ -245,12 +256,44 @@ def reported(paths):
     return marked
 
 
+REPORT_RULES = ("collapse", "tables", "figures")
+
+
+def report_outputs():
+    return (
+        ["results/tables/collapse.csv"] + report_table_files() + report_figure_files()
+    )
+
+
+def only_report_requested():
+    """True when every target named on the command line is a report rule or report file."""
+    targets = workflow.dag_settings.targets
+    wanted = {*report_outputs(), *REPORT_RULES}
+    return bool(targets) and all(
+        os.path.normpath(os.path.relpath(t) if os.path.isabs(t) else t) in wanted
+        for t in targets
+    )
+
+
+def report_inputs(files):
+    """The default target builds every evaluation, then the report from all of them. Naming
+    only tables, figures or report rules as targets (`snakemake results/tables/table2.md`)
+    builds them from the files already in results/ and schedules nothing else: absent runs
+    get empty cells and a note."""
+    if only_report_requested():
+        return [f for f in files if os.path.exists(f)]
+    return files
+
+
+def report_evals(wildcards):
+    return report_inputs(eval_files())
+
+
+def report_metrics(wildcards):
+    return report_inputs(metrics_files())
+
+
 def all_outputs():
     # Listing every eval file (not just the tables) makes Snakemake rebuild exactly the
     # evaluations that are missing.
-    return (
-        eval_files()
-        + ["results/tables/collapse.csv"]
-        + report_table_files()
-        + report_figure_files()
-    )
+    return eval_files() + report_outputs()

@@ -1,14 +1,18 @@
-# Tables and figures, from results/ only. `reported()` marks each for the HTML report
-# (`snakemake --report results/report.html`) with its caption from workflow/report/.
+# Tables and figures, from results/ only; cheap, so local rules on a cluster. The default
+# target builds them after every evaluation; naming report files as targets builds them from
+# what results/ holds now (see report_inputs in common.smk). `reported()` marks each output for
+# the HTML report (`snakemake --report results/report.html`) with its caption from
+# workflow/report/.
 
 
 rule collapse:
     input:
-        evals=eval_files(),
+        evals=report_evals,
     output:
         reported(["results/tables/collapse.csv"]),
     log:
         "results/logs/report/collapse.log",
+    localrule: True
     conda:
         "../envs/core.yaml"
     params:
@@ -21,12 +25,14 @@ rule collapse:
 
 rule tables:
     input:
-        evals=eval_files(),
+        evals=report_evals,
         collapse="results/tables/collapse.csv",
+        paper=PAPER_NUMBERS,
     output:
         reported(report_table_files()),
     log:
         "results/logs/report/tables.log",
+    localrule: True
     conda:
         "../envs/core.yaml"
     params:
@@ -34,18 +40,20 @@ rule tables:
         provenance=report_provenance(),
     shell:
         "python -m mgrpo report tables --config {params.config:q} --evals {input.evals}"
-        " --collapse {input.collapse} --out-dir results/tables > {log} 2>&1"
+        " --collapse {input.collapse} --paper {input.paper} --out-dir results/tables"
+        " > {log} 2>&1"
 
 
 rule figures:
     input:
-        evals=eval_files(),
-        metrics=metrics_files(),
+        evals=report_evals,
+        metrics=report_metrics,
         collapse="results/tables/collapse.csv",
     output:
         reported(report_figure_files()),
     log:
         "results/logs/report/figures.log",
+    localrule: True
     conda:
         "../envs/core.yaml"
     params:

@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 from support import run_settings
 
 from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
-from mgrpo.report.collapse import COLLAPSE_COLUMNS, Collapse, collapse_table, detect_collapse
+from mgrpo.report.collapse import (
+    COLLAPSE_COLUMNS,
+    Collapse,
+    collapse_table,
+    detect_collapse,
+    read_collapse,
+)
 
 MARGIN = 0.05
 
@@ -126,12 +132,23 @@ def test_collapse_table_one_row_per_run_on_select_on_only():
     assert table["collapsed"].tolist() == [True, False]
 
 
-def test_collapse_table_names_a_run_without_evaluations():
+def test_collapse_table_keeps_a_run_without_evaluations_as_an_empty_row(tmp_path):
+    # A partial results/ (a run not evaluated yet) must not fail the report.
     evals = pd.DataFrame(
-        [("srt", 0, "aime", 0.1)], columns=["run", "step", "benchmark", "accuracy"]
+        [("srt", 0, "aime", 0.1), ("mg", 0, "math", 0.5), ("mg", 10, "math", 0.6)],
+        columns=["run", "step", "benchmark", "accuracy"],
     )
-    with pytest.raises(ValueError, match="run 'srt' on benchmark 'math'"):
-        collapse_table(evals, {"srt": run_settings("srt")}, "math", MARGIN)
+    runs = {"srt": run_settings("srt", method="srt"), "mg": run_settings("mg", method="mgrpo")}
+    table = collapse_table(evals, runs, "math", MARGIN)
+    assert table["run"].tolist() == ["srt", "mg"]
+    assert table["best_step"].tolist() == [pd.NA, 10]
+    assert table["final_step"].tolist() == [pd.NA, 10]
+    assert table["collapsed"].tolist() == [False, False]
+    path = tmp_path / "collapse.csv"
+    path.write_text(table.to_csv(index=False))
+    back = read_collapse(path)
+    assert back["best_step"].tolist() == [pd.NA, 10]
+    assert back["collapsed"].tolist() == [False, False]
 
 
 def test_table_names_default_and_configured():

@@ -17,10 +17,10 @@ from mgrpo.report.cli import add_report_parser
 from mgrpo.report.collapse import collapse_table
 from mgrpo.report.figures import (
     FigureData,
-    collapse_example,
     plot_accuracy,
     plot_collapse,
     plot_entropy,
+    plot_reward_accuracy,
 )
 
 BENCHMARKS = ["math", "aime", "gpqa"]
@@ -109,10 +109,14 @@ def test_every_figure_is_a_readable_png(tmp_path, runs, null_metrics):
         assert (out / f"{name}.png").stat().st_size > 10_000, name
 
 
-def figure_data(runs: dict, curves: dict = CURVES) -> FigureData:
+def figure_data(
+    runs: dict, curves: dict = CURVES, figures: dict | None = None, evaluated: set | None = None
+) -> FigureData:
+    """Figure inputs for ``runs``; only the ``evaluated`` ones (default: all) have results."""
+    done = set(runs) if evaluated is None else evaluated
     evals = pd.DataFrame(
-        [(run, s, b, a) for run in runs for s, a in zip(STEPS, curves[run], strict=True)
-         for b in BENCHMARKS],
+        [(run, s, b, a) for run in runs if run in done
+         for s, a in zip(STEPS, curves[run], strict=True) for b in BENCHMARKS],
         columns=["run", "step", "benchmark", "accuracy"],
     )  # fmt: skip
     metrics = pd.DataFrame(
@@ -127,6 +131,7 @@ def figure_data(runs: dict, curves: dict = CURVES) -> FigureData:
         labels={run: run.upper() for run in runs},
         benchmarks=BENCHMARKS,
         select_on="math",
+        figures=figures or {},
     )
 
 
@@ -149,18 +154,49 @@ def test_fig2_splits_srt_and_mgrpo_or_falls_back_to_one_panel():
     plt.close(fig)
 
 
-def test_fig5_prefers_collapsed_runs_then_srt_by_drop():
-    assert collapse_example(figure_data(RUNS)) == "srt"
-    # A collapsed SRT run is shown even when a non-SRT run collapsed harder (as in the paper).
-    harder = {**CURVES, "mg": [0.5, 0.9, 0.2, 0.1, 0.1]}
-    assert collapse_example(figure_data({"srt": RUNS["srt"], "mg": RUNS["mg"]}, harder)) == "srt"
-    assert collapse_example(figure_data({"mg": RUNS["mg"], "srt16": RUNS["srt16"]}, harder)) == "mg"
-    stable = figure_data({"mg": RUNS["mg"], "srt16": RUNS["srt16"]})
-    assert collapse_example(stable) == "srt16"
-    fig = plot_collapse(stable)
-    assert "no collapse detected" in fig.axes[0].get_title()
+def test_fig2_panels_as_configured():
+    panels = {"panels": [{"title": "Left", "runs": ["srt16"]}, {"title": "Right", "runs": ["mg"]}]}
+    fig = plot_entropy(figure_data(RUNS, figures={"fig2_entropy": panels}))
+    assert [ax.get_title() for ax in fig.axes] == ["Left", "Right"]
     plt.close(fig)
-    fig = plot_collapse(figure_data(RUNS))
-    assert "collapse at step 20" in fig.axes[0].get_title()
+
+
+def curve_labels(ax) -> list[str]:
+    return [line.get_label() for line in ax.lines if not line.get_label().startswith("_")]
+
+
+def test_figures_draw_the_configured_runs_not_whatever_is_in_results():
+    # srt16 is evaluated but not configured for Fig. 4/5; srt is configured but has no results.
+    figures = {"fig4_reward_accuracy": {"runs": ["mg", "srt"]}, "fig5_collapse": {"runs": ["srt"]}}
+    data = figure_data(RUNS, figures=figures, evaluated={"srt16", "mg"})
+    fig = plot_reward_accuracy(data)
+    assert curve_labels(fig.axes[1]) == ["MG", "SRT (not evaluated yet)"]
+    plt.close(fig)
+    fig = plot_collapse(data)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == [
+        "SRT (srt): not evaluated yet"
+    ]
+    assert "no evaluations yet" in [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
+    fig = plot_accuracy(figure_data(RUNS, figures={"fig1_accuracy": {"runs": ["mg"]}}))
+    assert curve_labels(fig.axes[0]) == ["MG"]
+    plt.close(fig)
+
+
+def test_fig5_one_panel_per_configured_run_with_collapse_marked():
+    fig = plot_collapse(figure_data(RUNS, figures={"fig5_collapse": {"runs": ["srt", "mg"]}}))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles[0].startswith("SRT (srt): collapse at step 20")
+    assert titles[1].startswith("MG (mg): no collapse detected")
     assert fig.axes[0].get_ylim() == (0, 1.02)
     plt.close(fig)
+
+
+def test_default_runs_fig4_mgrpo_fig5_label_free_baselines():
+    intuitor = run_settings("intu", method="intuitor", rollouts=8)
+    data = figure_data({**RUNS, "intu": intuitor}, {**CURVES, "intu": CURVES["srt"]})
+    assert data.runs_for("fig1_accuracy") == ["srt", "srt16", "mg", "intu"]
+    assert data.runs_for("fig4_reward_accuracy") == ["mg"]
+    assert data.runs_for("fig5_collapse") == ["srt", "srt16", "intu"]
+    only_srt = figure_data({"srt": RUNS["srt"]})
+    assert only_srt.runs_for("fig4_reward_accuracy") == ["srt"]  # no M-GRPO run: every run

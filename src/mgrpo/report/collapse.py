@@ -36,6 +36,7 @@ COLLAPSE_COLUMNS = (
     "collapse_step",
     "collapsed",
 )
+STEP_COLUMNS = ("best_step", "final_step", "collapse_step")
 
 
 @dataclass(frozen=True)
@@ -96,19 +97,24 @@ def collapse_table(
     """One row per run (config order): the detector's verdict on the ``select_on`` benchmark.
 
     This table is the single source of each run's best step: tables and figures read it back.
+    A run with no evaluation on ``select_on`` yet (a partial ``results/``) keeps its row with
+    empty steps and accuracies, so the report can say which runs are missing.
     """
     import pandas as pd
 
     rows = []
     for run, settings in runs.items():
+        row = {"run": run, "method": settings.method.label, "benchmark": select_on}
         curve = evals_df[(evals_df["run"] == run) & (evals_df["benchmark"] == select_on)]
         if curve.empty:
-            raise ValueError(f"no evaluations of run {run!r} on benchmark {select_on!r}")
+            rows.append({**row, "collapsed": False})
+            continue
         verdict = detect_collapse(curve["step"].tolist(), curve["accuracy"].tolist(), margin)
-        label = settings.method.label
-        rows.append({"run": run, "method": label, "benchmark": select_on, **asdict(verdict)})
+        rows.append({**row, **asdict(verdict)})
     frame = pd.DataFrame.from_records(rows, columns=list(COLLAPSE_COLUMNS))
-    frame["collapse_step"] = frame["collapse_step"].astype("Int64")
+    for column in STEP_COLUMNS:
+        frame[column] = frame[column].astype("Int64")
+    frame["collapsed"] = frame["collapsed"].astype(bool)
     return frame
 
 
@@ -116,7 +122,7 @@ def read_collapse(path: str | Path) -> pd.DataFrame:
     """Read back the table :func:`collapse_table` wrote, so tables and figures agree with it."""
     import pandas as pd
 
-    frame = pd.read_csv(path, dtype={"run": str, "collapse_step": "Int64"})
+    frame = pd.read_csv(path, dtype={"run": str, **dict.fromkeys(STEP_COLUMNS, "Int64")})
     missing = [c for c in COLLAPSE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: not a collapse table, missing column(s) {missing}")
