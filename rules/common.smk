@@ -26,6 +26,13 @@ os.environ.update(
 )
 
 CONFIG = validate_config(config)
+# The `logging` section reaches jobs as environment variables, not as parameters of rules:
+# switching TensorBoard off or changing the progress cadence reruns nothing.
+os.environ.update(
+    MGRPO_TENSORBOARD="1" if CONFIG["logging"]["tensorboard"] else "0",
+    MGRPO_TRACKERS=",".join(CONFIG["logging"]["trackers"]),
+    MGRPO_PROGRESS_SECONDS=str(CONFIG["logging"]["progress_seconds"]),
+)
 # Each run's RunSettings, resolved once. Engine availability is checked when a training job
 # starts (`mgrpo train`), not here: the paper's DAG is planned on login nodes without verl.
 RUNS = {name: resolve_run_settings(CONFIG, name) for name in CONFIG["runs"]}
@@ -48,6 +55,12 @@ wildcard_constraints:
     model="|".join(MODEL_KEYS),
     dataset="|".join(HF_DATASETS) or "(?!)",
     step=r"[1-9][0-9]*",
+
+
+# A run's TensorBoard directory (mgrpo.tracking): training and evaluation curves.
+RUN_TENSORBOARD = "results/runs/{run}/tensorboard"
+# Captions of the HTML report (`snakemake --report`), relative to the rules' directory.
+REPORT_CAPTIONS = Path(workflow.basedir) / "report"
 
 
 def run_model_key(run):
@@ -217,6 +230,49 @@ def report_table_files():
 
 def report_figure_files():
     return [f"results/figures/{name}.png" for name in FIGURES]
+
+
+def report_provenance():
+    """What produced the report's tables and figures, for their captions."""
+    cwd = Path.cwd()
+    files = [Path(f).resolve() for f in workflow.configfiles]
+    return {
+        "configfiles": [
+            str(f.relative_to(cwd)) if f.is_relative_to(cwd) else str(f) for f in files
+        ],
+        "runs": [
+            {
+                "name": name,
+                "method": settings.method.label,
+                "steps": settings.steps,
+                "fingerprint": settings.fingerprint,
+            }
+            for name, settings in RUNS.items()
+        ],
+    }
+
+
+def reported(paths):
+    """Mark tables and figures for the HTML report (`snakemake --report results/report.html`).
+
+    Each gets the caption workflow/report/<name>.rst if there is one, else the generic
+    table.rst or figure.rst; category Tables or Figures; subcategory its name.
+    """
+    marked = []
+    for path in paths:
+        name, ext = Path(path).stem, Path(path).suffix.lstrip(".")
+        kind = "figure" if Path(path).parent.name == "figures" else "table"
+        caption = name if (REPORT_CAPTIONS / f"{name}.rst").exists() else kind
+        title = CONFIG["report"]["tables"].get(name, {}).get("title", name)
+        flagged = report(
+            path,
+            caption=f"../workflow/report/{caption}.rst",
+            category=f"{kind.capitalize()}s",
+            subcategory=name,
+            labels={kind: title, "format": ext},
+        )
+        marked.append(flagged)
+    return marked
 
 
 REPORT_RULES = ("collapse", "tables", "figures")

@@ -1,13 +1,15 @@
 # Tables and figures, from results/ only; cheap, so local rules on a cluster. The default
 # target builds them after every evaluation; naming report files as targets builds them from
-# what results/ holds now (see report_inputs in common.smk).
+# what results/ holds now (see report_inputs in common.smk). `reported()` marks each output for
+# the HTML report (`snakemake --report results/report.html`) with its caption from
+# workflow/report/.
 
 
 rule collapse:
     input:
         evals=report_evals,
     output:
-        "results/tables/collapse.csv",
+        reported(["results/tables/collapse.csv"]),
     log:
         "results/logs/report/collapse.log",
     localrule: True
@@ -15,6 +17,7 @@ rule collapse:
         "../envs/core.yaml"
     params:
         config=report_config(),
+        provenance=report_provenance(),
     shell:
         "python -m mgrpo report collapse --config {params.config:q}"
         " --evals {input.evals} --out {output} > {log} 2>&1"
@@ -26,7 +29,7 @@ rule tables:
         collapse="results/tables/collapse.csv",
         paper=PAPER_NUMBERS,
     output:
-        report_table_files(),
+        reported(report_table_files()),
     log:
         "results/logs/report/tables.log",
     localrule: True
@@ -34,6 +37,7 @@ rule tables:
         "../envs/core.yaml"
     params:
         config=report_config(),
+        provenance=report_provenance(),
     shell:
         "python -m mgrpo report tables --config {params.config:q} --evals {input.evals}"
         " --collapse {input.collapse} --paper {input.paper} --out-dir results/tables"
@@ -46,7 +50,7 @@ rule figures:
         metrics=report_metrics,
         collapse="results/tables/collapse.csv",
     output:
-        report_figure_files(),
+        reported(report_figure_files()),
     log:
         "results/logs/report/figures.log",
     localrule: True
@@ -54,6 +58,7 @@ rule figures:
         "../envs/core.yaml"
     params:
         config=report_config(),
+        provenance=report_provenance(),
     shell:
         "python -m mgrpo report figures --config {params.config:q} --evals {input.evals}"
         " --metrics {input.metrics} --collapse {input.collapse} --out-dir results/figures"

@@ -6,6 +6,9 @@ whose ``python`` fails, as on a fresh machine (launch.py): rules must find their
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +25,12 @@ from launch import (
     tiny_workflow_config,
     write_config,
 )
-from support import REPO
+from support import REPO, as_float32, tensorboard_scalars
+
+from mgrpo.config import load_config
+from mgrpo.io import read_jsonl
+from mgrpo.settings import resolve_run_settings
+from mgrpo.tracking import EVAL_EVENTS, TRAIN_EVENTS, tracked_metrics
 
 
 # ----------------------------------------------------------------------------- no execution
@@ -89,6 +97,79 @@ def test_full_run_writes_every_output(finished_run: Path) -> None:
         assert (results / f"tables/runs.{ext}").stat().st_size > 0
     for fig in ("fig1_accuracy", "fig2_entropy", "fig4_reward_accuracy", "fig5_collapse"):
         assert (results / f"figures/{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_every_run_has_training_and_evaluation_curves(finished_run: Path) -> None:
+    for run in ("srt", "mgrpo_iqr"):
+        tensorboard = finished_run / f"results/runs/{run}/tensorboard"
+        lines = [
+            line
+            for step in (2, 4)
+            for line in read_jsonl(finished_run / f"results/runs/{run}/metrics/to_step{step}.jsonl")
+        ]
+        reward = [(line["step"], as_float32(line["reward_mean"])) for line in lines]
+        train = tensorboard_scalars(tensorboard / TRAIN_EVENTS)
+        assert train["train/reward_mean"] == reward
+        assert set(train) == set(tracked_metrics(lines[0]))
+        evals = tensorboard_scalars(tensorboard / EVAL_EVENTS)
+        for bench in ("test", "hard"):
+            accuracy = [
+                json.loads((finished_run / f"results/eval/{run}/step{s}/{bench}.json").read_text())
+                for s in (0, 2, 4)
+            ]
+            expected = [(a["step"], as_float32(a["accuracy"])) for a in accuracy]
+            assert evals[f"eval/{bench}/accuracy"] == expected
+
+
+@pytest.mark.slow
+def test_long_jobs_log_readable_progress(finished_run: Path) -> None:
+    logs = finished_run / "results/logs"
+    for log in ("runs/srt/train_to_step2.log", "eval/srt/step2/test.log", "models/toy.log"):
+        text = (logs / log).read_text()
+        assert "\r" not in text, f"{log}: a progress bar redrawn with carriage returns"
+        final = [line for line in text.splitlines() if "mgrpo.progress" in line][-1]
+        assert re.search(r": (\d+)/\1 \w+ \(100%\) elapsed [\d:]+, ETA [\d:]+, ", final), final
+
+
+@pytest.mark.slow
+def test_html_report_bundles_every_table_and_figure(run_copy: Path) -> None:
+    snakemake(run_copy, "--report", "results/report.html")
+    html = (run_copy / "results/report.html").read_text()
+    start = html.rindex("var results = ") + len("var results = ")  # the embedded results
+    bundled, _ = json.JSONDecoder().raw_decode(html, start)
+    made = sorted(
+        path.relative_to(run_copy).as_posix()
+        for folder in ("results/tables", "results/figures")
+        for path in (run_copy / folder).iterdir()
+    )
+    assert sorted(bundled) == made
+    fingerprints = [
+        resolve_run_settings(load_config(run_copy / "config.yaml"), run).fingerprint
+        for run in ("srt", "mgrpo_iqr")
+    ]
+    for path, entry in bundled.items():
+        content = base64.b64decode(entry["data_uri"].partition(";base64,")[2])
+        assert content == (run_copy / path).read_bytes(), path
+        caption = entry["caption"]
+        # What it shows, and which config and run settings produced it.
+        assert len(caption) > 300, (path, caption)
+        assert "config.yaml" in caption and all(f in caption for f in fingerprints), caption
+    assert "Figure 5 analogue" in bundled["results/figures/fig5_collapse.png"]["caption"]
+    # The start page describes the runs and shows the configuration they came from.
+    start = html.index("var workflow_desc = ") + len("var workflow_desc = ")
+    description, _ = json.JSONDecoder().raw_decode(html, start)
+    assert "mgrpo_iqr" in description and "configuration as given" in description
+    assert "resume_every" in description
+
+
+@pytest.mark.slow
+def test_logging_settings_rerun_nothing(run_copy: Path) -> None:
+    config = tiny_workflow_config()
+    config["logging"] = {"tensorboard": False, "trackers": ["wandb"], "progress_seconds": 60}
+    write_config(run_copy, config)
+    proc = snakemake(run_copy, "--dry-run")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
