@@ -8,7 +8,9 @@ files with independent, unpadded forward passes and compared with what it record
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +46,40 @@ STEPS = 3
 
 
 @dataclass
+class Update:
+    """What one optimizer step applied: its learning rate and the norm of the gradient."""
+
+    lr: float
+    grad_norm: float
+
+
+@contextlib.contextmanager
+def applied_updates() -> Iterator[list[Update]]:
+    """Every optimizer step taken inside the block, as the optimizer saw it just before."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    updates: list[Update] = []
+
+    def record(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        (group,) = optimizer.param_groups
+        grads = [p.grad.double().norm() for p in group["params"] if p.grad is not None]
+        updates.append(Update(group["lr"], float(torch.stack(grads).norm())))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        yield updates
+    finally:
+        handle.remove()
+
+
+@dataclass
 class Trace:
     settings: dict[str, Any]
     models: list[Path]  # models[k]: checkpoint after step k; models[0] is the base model
     metrics: list[dict[str, Any]]  # metrics[k - 1]: step k
     records: pd.DataFrame
     sampled: dict[int, dict[str, Any]]  # step -> {"policy": batch, "momentum": batch}
+    updates: list[Update]  # updates[k - 1]: the optimizer step of step k
 
     def policy(self, step: int) -> Path:
         """pi_q after ``step`` steps (the base model at 0)."""
@@ -75,7 +105,7 @@ def trace_run(toy_dir: Path, out: Path, steps: int, **training: Any) -> Trace:
         return batch
 
     models, metrics, records, sampled = [toy_dir / "model"], [], [], {}
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, applied_updates() as updates:
         patch.setattr(trainer_module.lm, "sample", recording_sample)
         for step in range(1, steps + 1):
             batches.clear()
@@ -86,7 +116,8 @@ def trace_run(toy_dir: Path, out: Path, steps: int, **training: Any) -> Trace:
             models.append(paths.checkpoint)
             metrics += read_jsonl(paths.metrics)
             records.append(pd.read_parquet(paths.rollouts))
-    return Trace(settings, models, metrics, pd.concat(records, ignore_index=True), sampled)
+    records = pd.concat(records, ignore_index=True)
+    return Trace(settings, models, metrics, records, sampled, updates)
 
 
 @pytest.fixture(scope="module")
@@ -232,12 +263,33 @@ def test_logged_entropies_are_the_policy_and_momentum_rows_means(traced: Trace) 
 
 # ------------------------------------------------------------------------------ the update
 def test_learning_rate_follows_the_run_schedule_not_the_chunk(traced: Trace) -> None:
-    """One-step chunks still walk the run's cosine over schedule_steps (no warmup at 4 steps)."""
+    """One-step chunks still walk the run's cosine over schedule_steps (no warmup at 4 steps);
+    the optimizer steps with the LR the metrics report, not the constant peak LR."""
     s = traced.settings
     assert (s["lr_schedule"], int(s["warmup_ratio"] * s["schedule_steps"])) == ("cosine", 0)
-    for step, metrics in enumerate(traced.metrics, start=1):
+    assert len(traced.metrics) == STEPS
+    pairs = zip(traced.metrics, traced.updates, strict=True)
+    for step, (metrics, update) in enumerate(pairs, start=1):
         progress = (step - 1) / s["schedule_steps"]
-        assert metrics["lr"] == pytest.approx(s["lr"] * 0.5 * (1 + math.cos(math.pi * progress)))
+        expected = s["lr"] * 0.5 * (1 + math.cos(math.pi * progress))
+        assert metrics["lr"] == pytest.approx(expected)
+        assert update.lr == pytest.approx(expected)
+
+
+def test_the_update_clips_the_gradient_norm_to_grad_clip(toy_dir: Path, tmp_path: Path) -> None:
+    """The logged grad_norm is the norm before clipping; the optimizer applies at most
+    grad_clip. The same first step with and without an active clip tells them apart."""
+    logged, applied = {}, {}
+    for clip in (1e9, 1e-3):
+        settings = run_settings(**TRACED, grad_clip=clip)
+        with applied_updates() as updates:
+            paths = chunk(toy_dir, settings, tmp_path / str(clip), 0, 1, toy_dir / "model")
+        (logged[clip],), (applied[clip],) = read_jsonl(paths.metrics), updates
+    norm = logged[1e9]["grad_norm"]
+    assert norm > 1e-2  # the small clip is active
+    assert applied[1e9].grad_norm == pytest.approx(norm, rel=1e-5)
+    assert logged[1e-3]["grad_norm"] == pytest.approx(norm, rel=1e-5)
+    assert applied[1e-3].grad_norm == pytest.approx(1e-3, rel=1e-4)
 
 
 def test_micro_batch_size_does_not_change_the_update(toy_dir: Path, tmp_path: Path) -> None:
