@@ -246,7 +246,13 @@ def disk_full(*args: Any, **kwargs: Any) -> None:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def save_pretrained_then_fail(after: int) -> Callable[..., Any]:
+def access_denied(*args: Any, **kwargs: Any) -> None:
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+
+def save_pretrained_then_fail(
+    after: int, fault: Callable[[], None] = disk_full
+) -> Callable[..., Any]:
     """save_pretrained that writes ``after`` models completely, then fails part-way through."""
     from transformers import PreTrainedModel
 
@@ -258,25 +264,42 @@ def save_pretrained_then_fail(after: int) -> Callable[..., Any]:
         if calls["n"] > after:
             Path(directory).mkdir(parents=True, exist_ok=True)
             (Path(directory) / "model.safetensors").write_bytes(b"half a model")
-            disk_full()
+            fault()
         return real(self, directory, *args, **kwargs)
 
     return save
 
 
-@pytest.mark.parametrize("fault", ["torch.save", "save_pretrained"])
-def test_disk_full_while_writing_the_checkpoint_leaves_none(
+@pytest.mark.parametrize(
+    "fault", ["torch.save", "save_pretrained", "permission denied", "rename refused"]
+)
+def test_disk_full_or_no_permission_while_writing_the_checkpoint_leaves_none(
     toy_dir: Path, tmp_path: Path, fault: str
 ) -> None:
+    """Also as root, which writes into read-only directories (see the chmod test below)."""
     from transformers import PreTrainedModel
 
     settings = run_settings(method="mgrpo", rollouts=4, resume_every=1)
+    denied = fault in ("permission denied", "rename refused")
+    message = "Permission denied" if denied else "No space left on device"
     with pytest.MonkeyPatch.context() as patch:
         if fault == "torch.save":
             patch.setattr(torch, "save", disk_full)
-        else:  # the policy is written, the momentum policy is not
+        elif fault == "save_pretrained":  # the policy is written, the momentum policy is not
             patch.setattr(PreTrainedModel, "save_pretrained", save_pretrained_then_fail(1))
-        with pytest.raises(OSError, match="No space left on device"):
+        elif fault == "permission denied":
+            failing = save_pretrained_then_fail(1, access_denied)
+            patch.setattr(PreTrainedModel, "save_pretrained", failing)
+        else:  # everything is written, renaming it into place is not allowed
+            real_replace = os.replace
+
+            def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+                if Path(dst) == tmp_path / "step1":
+                    access_denied()
+                real_replace(src, dst, *args, **kwargs)
+
+            patch.setattr(os, "replace", replace)
+        with pytest.raises(OSError, match=message):
             chunk(toy_dir, settings, tmp_path, 0, 1, toy_dir / "model")
     assert not (tmp_path / "step1").exists()
     assert leftovers(tmp_path) == []
