@@ -22,7 +22,10 @@ import json
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mgrpo.algorithm.methods import Method
 
 REQUIRED_COLUMNS = ("id", "question", "answer")
 KINDS = ("math", "multiple_choice", "code")
@@ -147,6 +150,17 @@ def read_problems(path: str | Path, kind: str = "math") -> ProblemSet:
         tests=tests,
         path=path,
     )
+
+
+def read_training_problems(path: str | Path, method: Method) -> ProblemSet:
+    """The train split as ``method`` reads it, checked before the first step on every engine.
+
+    Where the reward is computed from the ground truth (GT-GRPO), every row must have one.
+    """
+    problems = read_problems(path)
+    if method.reward == "ground_truth":
+        problems.require_answers(f"{method.label} training")
+    return problems
 
 
 def _options(path: Path, row: int, value: Any) -> list[str]:
