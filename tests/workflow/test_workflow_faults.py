@@ -53,6 +53,28 @@ def test_jobs_read_the_checkpoints_they_should(tmp_path: Path) -> None:
         assert " --base-model results/models/toy " in command  # the KL anchor of every chunk
 
 
+def test_the_report_reads_every_evaluation_and_every_chunks_metrics(tmp_path: Path) -> None:
+    """Tables and figures are built from all of step 0 and each chunk end on every benchmark,
+    and from every chunk's metrics (Figures 2, 4 and 5 plot whole runs, not their last chunk)."""
+    write_config(tmp_path, tiny_workflow_config())
+    commands = {rule: command for rule, _, command in planned_commands(tmp_path)}
+    evals = {
+        f"results/eval/{run}/step{step}/{bench}.json"
+        for run in RUNS
+        for step in (0, *STEPS)
+        for bench in BENCHMARKS
+    }
+    metrics = {f"results/runs/{run}/metrics/to_step{step}.jsonl" for run in RUNS for step in STEPS}
+
+    def listed(command: str, option: str) -> set[str]:
+        (files,) = re.findall(rf" {option} (.*?) --", command)
+        return set(files.split())
+
+    for rule in ("collapse", "tables", "figures"):
+        assert listed(commands[rule], "--evals") == evals, rule
+    assert listed(commands["figures"], "--metrics") == metrics
+
+
 @pytest.mark.slow
 def test_every_evaluation_records_the_model_it_loaded(finished_run: Path) -> None:
     for run in RUNS:
