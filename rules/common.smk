@@ -7,6 +7,7 @@ from pathlib import Path
 SRC = str(Path(workflow.basedir).parent / "src")
 sys.path.insert(0, SRC)
 from mgrpo.config import model_key, validate_config
+from mgrpo.run_layout import read_manifest
 from mgrpo.settings import resolve_run_settings
 from mgrpo.report import FIGURES, PAPER_NUMBERS, TABLE_FORMATS, table_names
 
@@ -98,13 +99,33 @@ def init_path(wildcards):
     return f"results/runs/{wildcards.run}/checkpoints/step{start}"
 
 
+def checkpoint_input(run, step):
+    """A checkpoint read by a later chunk or by an evaluation.
+
+    ancient(): copying or touching checkpoints (new modification times) must retrain and
+    re-evaluate nothing. But Snakemake then never reruns the reader when the checkpoint itself
+    is retrained, even in the same invocation. So a checkpoint is ancient only while its
+    manifest says it was trained with the run's current settings; one of other settings is
+    about to be retrained, and everything that read it must follow.
+    """
+    path = f"results/runs/{run}/checkpoints/step{step}"
+    try:
+        manifest = read_manifest(path)
+    except ValueError:  # not a manifest this release writes: retrain
+        manifest = None
+    if manifest is not None and manifest.identity == RUNS[run].fingerprint:
+        return ancient(path)
+    return path  # absent, incomplete or of other settings: it will be (re)written first
+
+
 def train_chunk_inputs(wildcards):
     """Chunk k reads chunk k-1's checkpoint (policy + momentum + trainer state)."""
     inputs = {"data": ancient(train_data_path())}
     key = run_model_key(wildcards.run)
     inputs["base"] = base_model_input(key)
-    if chunk_start(wildcards) > 0:
-        inputs["init"] = ancient(init_path(wildcards))
+    start = chunk_start(wildcards)
+    if start > 0:
+        inputs["init"] = checkpoint_input(wildcards.run, start)
     return inputs
 
 
@@ -146,9 +167,7 @@ def eval_spec(wildcards):
 
 def eval_inputs(wildcards):
     return {
-        "checkpoint": ancient(
-            f"results/runs/{wildcards.run}/checkpoints/step{wildcards.step}"
-        ),
+        "checkpoint": checkpoint_input(wildcards.run, wildcards.step),
         "problems": ancient(problems_path(wildcards.bench)),
     }
 

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mgrpo.engines import ChunkPaths
     from mgrpo.settings import RunSettings
 
 REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
 
 # Small enough to build in seconds; big enough that sampling is not degenerate.
 TINY_TOY = {
@@ -72,6 +74,48 @@ def run_settings(name: str = "run", **training: Any) -> RunSettings:
     from mgrpo.settings import resolve_run_settings
 
     return resolve_run_settings(tiny_config(name, **training), name)
+
+
+def chunk(
+    toy_dir: Path,
+    settings: RunSettings,
+    out: Path,
+    start: int,
+    end: int,
+    init: Path,
+    train_data: Path | None = None,
+) -> ChunkPaths:
+    """Train steps ``start+1..end`` of ``settings`` on the toy model into ``out``.
+
+    Writes ``step{end}/``, ``metrics{end}.jsonl``, ``rollouts{end}.parquet``, ``tensorboard/``
+    and, while it runs, ``resume{end}/``; prompts from the toy train split unless ``train_data``
+    is given.
+    """
+    from mgrpo.engines import ChunkPaths
+    from mgrpo.engines.local.trainer import train_chunk
+
+    paths = ChunkPaths(
+        base_model=toy_dir / "model",
+        train_data=train_data or toy_dir / "data" / "train.parquet",
+        init=init,
+        checkpoint=out / f"step{end}",
+        metrics=out / f"metrics{end}.jsonl",
+        rollouts=out / f"rollouts{end}.parquet",
+        resume=out / f"resume{end}",
+        tensorboard=out / "tensorboard",
+    )
+    train_chunk(settings, start, end, paths)
+    return paths
+
+
+def eval_spec(benchmark: dict[str, Any], **evaluation: Any) -> dict[str, Any]:
+    """A benchmark's validated settings merged with the ``evaluation`` section, as the rule does."""
+    from mgrpo.config import validate_config
+
+    config = validate_config(
+        {"runs": {"r": {}}, "benchmarks": {"b": benchmark}, "evaluation": evaluation}
+    )
+    return {**config["benchmarks"]["b"], **config["evaluation"]}
 
 
 @contextlib.contextmanager

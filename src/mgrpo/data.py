@@ -1,9 +1,11 @@
 """Problem files: the one schema every split, engine and evaluator reads.
 
 A problem file is parquet with columns ``id`` (unique string), ``question`` (the complete user
-message: the problem and how to answer it) and ``answer`` (ground truth, may be null). For the
-RL train split the answer is *hidden*: trainers read it only to log label accuracy and for the
-GT-GRPO oracle, never for SRT/M-GRPO rewards.
+message: the problem and how to answer it) and ``answer`` (ground truth; may be null or blank
+where nothing reads it, but evaluation and GT-GRPO training need it on every row). For the RL
+train split the answer is *hidden*: trainers read it only to log label accuracy and for the
+GT-GRPO oracle, never for SRT/M-GRPO rewards. Every error names the file, the row (0-based)
+and the column.
 
 Evaluation problems come in one of three *kinds*, one per way of grading:
 
@@ -20,7 +22,10 @@ import json
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mgrpo.algorithm.methods import Method
 
 REQUIRED_COLUMNS = ("id", "question", "answer")
 KINDS = ("math", "multiple_choice", "code")
@@ -42,9 +47,22 @@ class ProblemSet:
     kind: str = "math"
     options: list[list[str]] | None = None  # multiple_choice: option texts per problem
     tests: list[dict[str, Any]] | None = None  # code: the parsed `tests` object per problem
+    path: Path | None = None  # the file it was read from (named in errors)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def require_answers(self, needed_by: str) -> None:
+        """Fail, naming file, row and column, if a problem has no answer.
+
+        ``needed_by`` says what needs the ground truth (e.g. ``"GT-GRPO training"``).
+        """
+        for row, answer in enumerate(self.answers):
+            if answer is None:
+                raise ValueError(
+                    f"{_where(self.path, row, 'answer')}: empty, but {needed_by} needs the "
+                    f"ground truth of every problem (id {self.ids[row]!r})"
+                )
 
     def head(self, count: int | None) -> ProblemSet:
         """The first ``count`` problems (all of them for None)."""
@@ -57,11 +75,21 @@ class ProblemSet:
             kind=self.kind,
             options=None if self.options is None else self.options[:count],
             tests=None if self.tests is None else self.tests[:count],
+            path=self.path,
         )
 
 
+def _where(path: Path | None, row: int, column: str) -> str:
+    """How errors name a cell: file, 0-based data row, column."""
+    return f"{path}: row {row}, column {column!r}"
+
+
 def read_problems(path: str | Path, kind: str = "math") -> ProblemSet:
-    """Load and validate a problem file of ``kind``; errors name the file, column and row."""
+    """Load and validate a problem file of ``kind``; errors name the file, row and column.
+
+    Blank answers count as unknown (None); use :meth:`ProblemSet.require_answers` where the
+    ground truth is needed.
+    """
     import pandas as pd
 
     from mgrpo.algorithm.answers import normalize_answer
@@ -71,7 +99,7 @@ def read_problems(path: str | Path, kind: str = "math") -> ProblemSet:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"problem file not found: {path}")
-    frame = pd.read_parquet(path)
+    frame = pd.read_parquet(path).reset_index(drop=True)
     needed = (*REQUIRED_COLUMNS, *KIND_COLUMNS[kind])
     missing = [c for c in needed if c not in frame.columns]
     if missing:
@@ -80,14 +108,27 @@ def read_problems(path: str | Path, kind: str = "math") -> ProblemSet:
         )
     if len(frame) == 0:
         raise ValueError(f"{path}: no problems")
+
+    def blank(column: str) -> pd.Series:
+        return frame[column].isna() | (frame[column].astype(str).str.strip() == "")
+
     for column in ("id", "question"):
-        bad = frame.index[frame[column].isna() | (frame[column].astype(str).str.strip() == "")]
-        if len(bad):
-            raise ValueError(f"{path}: row {int(bad[0])}: empty {column!r}")
-    dupes = frame["id"][frame["id"].duplicated()]
-    if len(dupes):
-        raise ValueError(f"{path}: duplicate id {dupes.iloc[0]!r}")
-    answers = [None if pd.isna(a) else normalize_answer(str(a)) for a in frame["answer"]]
+        bad = blank(column)
+        if bad.any():
+            raise ValueError(f"{_where(path, int(bad.idxmax()), column)}: empty")
+    ids = frame["id"].astype(str)
+    first_row: dict[str, int] = {}
+    for row, problem_id in enumerate(ids):
+        if problem_id in first_row:
+            raise ValueError(
+                f"{_where(path, row, 'id')}: duplicate id {problem_id!r} "
+                f"(first at row {first_row[problem_id]})"
+            )
+        first_row[problem_id] = row
+    answers = [
+        None if unknown else normalize_answer(str(a))
+        for a, unknown in zip(frame["answer"], blank("answer"), strict=True)
+    ]
     options = tests = None
     if kind == "multiple_choice":
         options = [_options(path, row, value) for row, value in enumerate(frame["options"])]
@@ -95,40 +136,53 @@ def read_problems(path: str | Path, kind: str = "math") -> ProblemSet:
             valid = LETTERS[: len(opts)]
             if letter is None or letter not in valid:
                 raise ValueError(
-                    f"{path}: row {row}: answer {letter!r} is not an option letter ({valid[0]}-"
-                    f"{valid[-1]} for {len(opts)} options)"
+                    f"{_where(path, row, 'answer')}: {letter!r} is not an option letter "
+                    f"({valid[0]}-{valid[-1]} for {len(opts)} options)"
                 )
     elif kind == "code":
         tests = [_tests(path, row, value) for row, value in enumerate(frame["tests"])]
     return ProblemSet(
-        ids=[str(i) for i in frame["id"]],
+        ids=ids.tolist(),
         questions=[str(q) for q in frame["question"]],
         answers=answers,
         kind=kind,
         options=options,
         tests=tests,
+        path=path,
     )
 
 
+def read_training_problems(path: str | Path, method: Method) -> ProblemSet:
+    """The train split as ``method`` reads it, checked before the first step on every engine.
+
+    Where the reward is computed from the ground truth (GT-GRPO), every row must have one.
+    """
+    problems = read_problems(path)
+    if method.reward == "ground_truth":
+        problems.require_answers(f"{method.label} training")
+    return problems
+
+
 def _options(path: Path, row: int, value: Any) -> list[str]:
+    where = _where(path, row, "options")
     if value is None or isinstance(value, str) or not hasattr(value, "__len__"):
-        raise ValueError(f"{path}: row {row}: 'options' must be a list of strings, got {value!r}")
+        raise ValueError(f"{where}: must be a list of strings, got {value!r}")
     opts = [str(o) for o in value]
     if not 2 <= len(opts) <= len(LETTERS):
-        raise ValueError(f"{path}: row {row}: 'options' has {len(opts)} entries (2-26 allowed)")
+        raise ValueError(f"{where}: has {len(opts)} entries (2-26 allowed)")
     if any(not o.strip() for o in opts):
-        raise ValueError(f"{path}: row {row}: empty entry in 'options'")
+        raise ValueError(f"{where}: empty entry")
     return opts
 
 
 def _tests(path: Path, row: int, value: Any) -> dict[str, Any]:
-    where = f"{path}: row {row}: 'tests'"
+    where = _where(path, row, "tests")
     try:
         tests = json.loads(value) if isinstance(value, str) else None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{where} is not valid JSON ({err.msg})") from None
+        raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
     if not isinstance(tests, dict):
-        raise ValueError(f"{where} must be a JSON object with 'mode' and 'cases'")
+        raise ValueError(f"{where}: must be a JSON object with 'mode' and 'cases'")
     mode, cases = tests.get("mode"), tests.get("cases")
     if mode not in TEST_MODES:
         raise ValueError(f"{where}: mode {mode!r} is not one of {TEST_MODES}")

@@ -14,37 +14,18 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import as_float32, raw_scalar_counts, run_settings, tensorboard_scalars
+from support import as_float32, chunk, raw_scalar_counts, run_settings, tensorboard_scalars
 
 from mgrpo.algorithm.filtering import iqr_keep_mask
 from mgrpo.algorithm.groups import score_group
-from mgrpo.engines import ChunkPaths
 from mgrpo.engines.local import trainer as trainer_module
-from mgrpo.engines.local.trainer import TrainingDiverged, lr_multiplier, train_chunk
+from mgrpo.engines.local.trainer import TrainingDiverged, lr_multiplier
 from mgrpo.io import read_jsonl
 from mgrpo.run_layout import METRICS_FIELDS, ROLLOUT_COLUMNS, ROLLOUT_DTYPES
-from mgrpo.settings import RunSettings
 from mgrpo.tracking import TRAIN_EVENTS, tracked_metrics
 
 pytestmark = pytest.mark.slow
 TIMING_KEYS = {"step_time", "sample_time"}
-
-
-def chunk(
-    toy_dir: Path, settings: RunSettings, out: Path, start: int, end: int, init: Path
-) -> ChunkPaths:
-    paths = ChunkPaths(
-        base_model=toy_dir / "model",
-        train_data=toy_dir / "data" / "train.parquet",
-        init=init,
-        checkpoint=out / f"step{end}",
-        metrics=out / f"metrics{end}.jsonl",
-        rollouts=out / f"rollouts{end}.parquet",
-        resume=out / f"resume{end}",
-        tensorboard=out / "tensorboard",
-    )
-    train_chunk(settings, start, end, paths)
-    return paths
 
 
 def weights(checkpoint: Path, part: str) -> dict[str, torch.Tensor]:

@@ -200,3 +200,62 @@ def test_default_runs_fig4_mgrpo_fig5_label_free_baselines():
     assert data.runs_for("fig5_collapse") == ["srt", "srt16", "intu"]
     only_srt = figure_data({"srt": RUNS["srt"]})
     assert only_srt.runs_for("fig4_reward_accuracy") == ["srt"]  # no M-GRPO run: every run
+
+
+def test_fig2_draws_the_policy_entropy_of_each_run():
+    """The plotted points are each run's ``entropy_policy`` (never ``entropy_momentum``)."""
+    data = figure_data(RUNS)
+    steps = list(range(1, 41))
+    policy = {run: [0.1 * i + s / 100 for s in steps] for i, run in enumerate(RUNS)}
+    metrics = pd.DataFrame(
+        [(run, s, policy[run][s - 1], 5.0 + s) for run in RUNS for s in steps],
+        columns=["run", "step", "entropy_policy", "entropy_momentum"],
+    )
+    fig = plot_entropy(FigureData(**{**data.__dict__, "metrics": metrics}))
+    drawn = {
+        ax.get_title(): {line.get_label(): list(line.get_ydata()) for line in ax.lines}
+        for ax in fig.axes
+    }
+    plt.close(fig)
+    panels = {"SRT": ["srt", "srt16"], "M-GRPO": ["mg"]}
+    assert drawn.keys() == panels.keys()
+    for title, runs in panels.items():
+        curves = drawn[title]
+        raw = [y for label, y in curves.items() if label.startswith("_")]
+        assert sorted(raw) == sorted(policy[run] for run in runs)
+        for run in runs:
+            smooth = pd.Series(policy[run]).rolling(10, min_periods=1).mean().tolist()
+            assert curves[data.labels[run]] == pytest.approx(smooth)
+
+
+def test_fig4_and_fig5_draw_reward_label_accuracy_and_validation_accuracy():
+    """Each curve is drawn from the column its legend names (raw points of per-step metrics)."""
+    data = figure_data(RUNS)
+    steps = list(range(1, 41))
+    metrics = pd.DataFrame(
+        [(run, s, 0.01 * s, 0.5 - 0.01 * s, 0.9) for run in RUNS for s in steps],
+        columns=["run", "step", "reward_mean", "label_accuracy", "policy_accuracy"],
+    )
+    data = FigureData(**{**data.__dict__, "metrics": metrics})
+    reward = [0.01 * s for s in steps]
+    label = [0.5 - 0.01 * s for s in steps]
+
+    fig = plot_reward_accuracy(data)
+    left, right = fig.axes
+    shown = data.runs_for("fig4_reward_accuracy")
+    raw = [list(line.get_ydata()) for line in left.lines if line.get_label().startswith("_")]
+    assert raw == [reward] * len(shown)
+    for run in shown:
+        drawn = next(line for line in right.lines if line.get_label() == data.labels[run])
+        assert list(drawn.get_ydata()) == CURVES[run]  # accuracy on select_on, step by step
+    plt.close(fig)
+
+    fig = plot_collapse(data)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == len(data.runs_for("fig5_collapse"))
+    for ax, run in zip(panels, data.runs_for("fig5_collapse"), strict=True):
+        curves = {line.get_label(): list(line.get_ydata()) for line in ax.lines}
+        raw = sorted(y for name, y in curves.items() if name.startswith("_") and len(y) == 40)
+        assert raw == sorted([reward, label])
+        assert curves["validation accuracy (math)"] == CURVES[run]
+    plt.close(fig)

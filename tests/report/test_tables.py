@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from support import run_settings
 
@@ -236,3 +237,18 @@ def test_run_labels_are_unique_and_paper_style():
         "a": "a",
         "b": "b",
     }
+
+
+def test_best_rows_come_from_collapse_csv_not_a_recomputation(tmp_path):
+    """Tables show the step collapse.csv names, so tables and figures can never disagree."""
+    evals = write_evals(tmp_path)
+    csv = tmp_path / "collapse.csv"
+    report("collapse", "--config", config(), "--evals", *evals, "--out", str(csv))
+    frame = pd.read_csv(csv)
+    assert frame.set_index("run").at["srt", "best_step"] == 10
+    frame.loc[frame["run"] == "srt", "best_step"] = 20  # what a different detector would pick
+    csv.write_text(frame.to_csv(index=False))
+    out = tmp_path / "tables"
+    report("tables", "--config", config(), "--evals", *evals, "--collapse", str(csv),
+           "--out-dir", str(out))  # fmt: skip
+    assert "SRT_Best,srt,20,0.7,0.25" in (out / "runs.csv").read_text().splitlines()

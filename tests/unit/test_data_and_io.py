@@ -57,10 +57,17 @@ def test_file_answers_and_boxed_rollouts_normalise_into_one_class(tmp_path: Path
     ("columns", "message"),
     [
         ({"id": ["a"], "question": ["q"]}, r"missing column\(s\) \['answer'\]"),
-        ({"id": ["a", "a"], "question": ["q", "r"], "answer": ["1", "2"]}, "duplicate id 'a'"),
+        (
+            {"id": ["a", "b", "a"], "question": ["q", "r", "s"], "answer": ["1", "2", "3"]},
+            r"row 2, column 'id': duplicate id 'a' \(first at row 0\)",
+        ),
         (
             {"id": ["a", "b"], "question": ["q", " "], "answer": ["1", "2"]},
-            "row 1: empty 'question'",
+            "row 1, column 'question': empty",
+        ),
+        (
+            {"id": ["a", None], "question": ["q", "r"], "answer": ["1", "2"]},
+            "row 1, column 'id': empty",
         ),
     ],
 )
@@ -68,7 +75,21 @@ def test_bad_problem_files_name_file_and_row(tmp_path: Path, columns: dict, mess
     path = write(tmp_path / "bad.parquet", **columns)
     with pytest.raises(ValueError, match=message) as err:
         read_problems(path)
-    assert "bad.parquet" in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_blank_answers_are_unknown_and_required_ones_are_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "p.parquet", id=["a", "b", "c"], question=["q"] * 3, answer=["1", " ", None]
+    )
+    problems = read_problems(path)
+    assert problems.answers == ["1", None, None]
+    problems.head(1).require_answers("evaluation")
+    with pytest.raises(
+        ValueError, match="row 1, column 'answer': empty, but evaluation needs"
+    ) as err:
+        problems.require_answers("evaluation")
+    assert str(path) in str(err.value)
 
 
 def test_missing_problem_file(tmp_path: Path) -> None:
@@ -135,3 +156,32 @@ def test_jsonl_round_trip_and_line_numbers(tmp_path: Path) -> None:
     path.write_text('{"a": 1}\n{oops\n')
     with pytest.raises(ValueError, match=r"m.jsonl:2: not valid JSON"):
         read_jsonl(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "columns", "message"),
+    [
+        (
+            "multiple_choice",
+            {"options": [["x", "y"], ["x", "y"]], "answer": ["A", "C"]},
+            "row 1, column 'answer': 'C' is not an option letter",
+        ),
+        (
+            "multiple_choice",
+            {"options": [["x", "y"], ["x"]], "answer": ["A", "A"]},
+            "row 1, column 'options': has 1 entries",
+        ),
+        (
+            "code",
+            {"tests": ['{"mode": "assert", "cases": ["assert 1"]}', "{oops"], "answer": [None] * 2},
+            "row 1, column 'tests': not valid JSON",
+        ),
+    ],
+)
+def test_bad_rows_of_every_problem_kind_name_file_row_and_column(
+    tmp_path: Path, kind: str, columns: dict, message: str
+) -> None:
+    path = write(tmp_path / "bad.parquet", id=["a", "b"], question=["q", "r"], **columns)
+    with pytest.raises(ValueError, match=message) as err:
+        read_problems(path, kind)
+    assert str(err.value).startswith(f"{path}: ")

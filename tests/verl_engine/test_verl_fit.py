@@ -70,7 +70,9 @@ class Chunk:
 
         work.mkdir(parents=True, exist_ok=True)
         train_file = work / "train.parquet"
-        write_verl_dataset(problems, tokenizer, settings["max_prompt_tokens"], train_file)
+        write_verl_dataset(
+            problems, tokenizer, settings["max_prompt_tokens"], train_file, method=settings.method
+        )
         self.config = chunk_config(
             settings,
             base_model=toy_dir / "model",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -169,3 +170,24 @@ def test_this_machine_cannot_run_verl_and_says_why():
     assert reason is not None and "vLLM" in reason
     with pytest.raises(Exception, match=r"'verl' needs verl 0\.9\.1"):
         load_engine(settings, "config key 'training.engine'")
+
+
+def test_a_bad_training_row_fails_before_the_trainer_starts(toy_dir, tmp_path, monkeypatch):
+    """GT-GRPO on verl: a row without an answer is named (file, row, column) before Ray starts,
+    as on the local engine; verl's reward function would fail only after step 1's rollouts."""
+    from mgrpo.engines.verl import task_runner
+
+    def refuse(config):
+        raise AssertionError("the verl trainer started before the bad row was reported")
+
+    monkeypatch.setattr(task_runner, "run", refuse)
+    paths = paths_in(tmp_path, toy_dir / "model")
+    frame = pd.read_parquet(toy_dir / "data" / "train.parquet")
+    frame["answer"] = frame["answer"].astype(object)
+    frame.loc[9, "answer"] = None
+    frame.to_parquet(paths.train_data, index=False)
+    settings = run_settings(engine="verl", gpus=1, method="gt_grpo")
+    expected = f"{paths.train_data}: row 9, column 'answer': empty, but GT-GRPO training needs"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        launch.train_chunk(settings, 0, 2, paths)
+    assert not paths.checkpoint.exists()

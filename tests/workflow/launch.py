@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
 from standins import install_wrong_python, path_without
 from support import REPO, TINY_TOY, TINY_TRAINING
 
@@ -24,6 +25,8 @@ from mgrpo.settings import resolve_run_settings
 
 VENV_BIN = Path(sys.executable).parent
 SNAKEMAKE = VENV_BIN / "snakemake"
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+REPORT_RULES = {"collapse", "tables", "figures", "all"}
 
 
 def user_path(tmp: Path) -> str:
@@ -32,14 +35,23 @@ def user_path(tmp: Path) -> str:
     return f"{tmp}:{path_without(VENV_BIN)}"
 
 
+def user_env(path: str, **extra: str) -> dict[str, str]:
+    """This process's environment as a user's shell has it: no venv, ``PATH=path``."""
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    return {**env, "PATH": path, **extra}
+
+
 def run(
     cwd: Path, *args: str, path: str, check: bool = True, timeout: float = 900
 ) -> subprocess.CompletedProcess:
     """``.venv/bin/snakemake ARGS`` in ``cwd`` with ``PATH=path``."""
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    env["PATH"] = path
     proc = subprocess.run(
-        [str(SNAKEMAKE), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [str(SNAKEMAKE), *args],
+        cwd=cwd,
+        env=user_env(path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -48,12 +60,24 @@ def run(
 
 def parse_plan(output: str) -> list[tuple[str, list[str]]]:
     """(rule, outputs) of every job a dry run lists."""
+    return [(rule, outputs) for rule, outputs, _ in parse_plan_commands(output)]
+
+
+def parse_plan_commands(output: str) -> list[tuple[str, list[str], str]]:
+    """(rule, outputs, shell command) of every job a dry run with --printshellcmds lists."""
     jobs = []
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
         head = re.match(r"(?:local)?rule (\w+):", block)
         if head:
             outputs = re.search(r"^\s+output: (.*)$", block, re.M)
-            jobs.append((head.group(1), outputs.group(1).split(", ") if outputs else []))
+            command = re.search(r"^Shell command: (.*)$", block, re.M)
+            jobs.append(
+                (
+                    head.group(1),
+                    outputs.group(1).split(", ") if outputs else [],
+                    command.group(1) if command else "",
+                )
+            )
     return jobs
 
 
@@ -130,3 +154,54 @@ def fresh_checkout(dest: Path) -> Path:
         else:
             shutil.copy2(src, dst)
     return dest
+
+
+# ----------------------------------------------------------------------------- the tiny workflow
+def snakemake_args(workdir: Path, *args: str) -> list[str]:
+    """Arguments of ``snakemake`` on ``workdir/config.yaml`` with 2 cores."""
+    return [
+        "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+        "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args,
+    ]  # fmt: skip
+
+
+def workdir_path(workdir: Path) -> str:
+    """The user PATH of runs in ``workdir`` (its wrong ``python`` lives beside it)."""
+    return user_path(workdir.parent / f"{workdir.name}-bin")
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``.venv/bin/snakemake`` on ``workdir/config.yaml``, 2 cores, without the venv on PATH."""
+    return run(workdir, *snakemake_args(workdir, *args), path=workdir_path(workdir), check=check)
+
+
+def planned(workdir: Path, *targets: str) -> list[tuple[str, list[str]]]:
+    """(rule, outputs) of every job a dry run would execute."""
+    return parse_plan(snakemake(workdir, "--dry-run", *targets).stdout)
+
+
+def planned_commands(workdir: Path) -> list[tuple[str, list[str], str]]:
+    """(rule, outputs, shell command) of every job a dry run would execute."""
+    return parse_plan_commands(snakemake(workdir, "--dry-run", "--printshellcmds").stdout)
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def tiny_workflow_config() -> dict:
+    return {
+        **TINY_TOY,
+        "training": {
+            **TINY_TRAINING,
+            "schedule_steps": 8,  # fixed LR horizon: raising `steps` later appends chunks
+            "micro_batch_size": 8,
+        },
+        "runs": {"srt": {"method": "srt"}, "mgrpo_iqr": {"method": "mgrpo", "iqr": True}},
+        "benchmarks": {
+            "test": {"source": "toy", "split": "test", "max_new_tokens": 12},
+            "hard": {"source": "toy", "split": "hard", "max_new_tokens": 12},
+        },
+        "report": {"select_on": "test"},
+    }

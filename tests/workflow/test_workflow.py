@@ -15,56 +15,22 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import launch
 import pytest
 import yaml
-from launch import parse_plan, rules_of, user_path
-from support import REPO, TINY_TOY, TINY_TRAINING, as_float32, tensorboard_scalars
+from launch import (
+    REPORT_RULES,
+    planned,
+    rules_of,
+    snakemake,
+    tiny_workflow_config,
+    write_config,
+)
+from support import REPO, as_float32, tensorboard_scalars
 
 from mgrpo.config import load_config
 from mgrpo.io import read_jsonl
 from mgrpo.settings import resolve_run_settings
 from mgrpo.tracking import EVAL_EVENTS, TRAIN_EVENTS, tracked_metrics
-
-SNAKEFILE = REPO / "workflow" / "Snakefile"
-REPORT_RULES = {"collapse", "tables", "figures", "all"}
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """``.venv/bin/snakemake`` on ``workdir/config.yaml``, 2 cores, without the venv on PATH."""
-    path = user_path(workdir.parent / f"{workdir.name}-bin")
-    return launch.run(
-        workdir, "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-        "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args,
-        path=path, check=check,
-    )  # fmt: skip
-
-
-def planned(workdir: Path, *targets: str) -> list[tuple[str, list[str]]]:
-    """(rule, outputs) of every job a dry run would execute."""
-    return parse_plan(snakemake(workdir, "--dry-run", *targets).stdout)
-
-
-def write_config(workdir: Path, config: dict) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-
-
-def tiny_workflow_config() -> dict:
-    return {
-        **TINY_TOY,
-        "training": {
-            **TINY_TRAINING,
-            "schedule_steps": 8,  # fixed LR horizon: raising `steps` later appends chunks
-            "micro_batch_size": 8,
-        },
-        "runs": {"srt": {"method": "srt"}, "mgrpo_iqr": {"method": "mgrpo", "iqr": True}},
-        "benchmarks": {
-            "test": {"source": "toy", "split": "test", "max_new_tokens": 12},
-            "hard": {"source": "toy", "split": "hard", "max_new_tokens": 12},
-        },
-        "report": {"select_on": "test"},
-    }
 
 
 # ----------------------------------------------------------------------------- no execution
@@ -108,20 +74,7 @@ def test_lint_and_format_are_clean(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ a reduced full run
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny workflow run to completion once; tests copy it before changing anything."""
-    workdir = tmp_path_factory.mktemp("workflow") / "done"
-    write_config(workdir, tiny_workflow_config())
-    snakemake(workdir)
-    return workdir
-
-
-@pytest.fixture
-def run_copy(finished_run: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "copy"
-    shutil.copytree(finished_run, copy, symlinks=True)  # copy2 keeps modification times
-    return copy
+# The finished tiny run and its copies are session fixtures (conftest.py).
 
 
 @pytest.mark.slow

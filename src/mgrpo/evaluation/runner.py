@@ -50,9 +50,7 @@ def evaluate_model(
     kind = spec.get("kind", "math")
     problems = read_problems(problems_path, kind).head(spec.get("limit"))
     if kind == "math":
-        missing = [pid for pid, a in zip(problems.ids, problems.answers, strict=True) if a is None]
-        if missing:
-            raise ValueError(f"{problems_path}: problem {missing[0]!r} has no answer to grade")
+        problems.require_answers("evaluation")
     tokenizer = lm.load_tokenizer(model_dir)
     stops = stop_token_ids(model_dir, tokenizer)
     if backend is None:

@@ -32,7 +32,7 @@ from mgrpo.algorithm.entropy import trajectory_mean
 from mgrpo.algorithm.groups import GroupScore, score_group
 from mgrpo.algorithm.losses import policy_loss
 from mgrpo.algorithm.methods import Method
-from mgrpo.data import read_problems
+from mgrpo.data import read_training_problems
 from mgrpo.engines import ChunkPaths
 from mgrpo.engines.local.records import ChunkRecorder
 from mgrpo.engines.local.state import (
@@ -82,7 +82,7 @@ class LocalTrainer:
         self.device = lm.pick_device(settings["device"])
         torch.set_num_threads(settings["threads"])
         self.equal = math_verify_equal if settings["answer_equivalence"] == "math_verify" else None
-        problems = read_problems(train_data)
+        problems = read_training_problems(train_data, self.method)
         self.problems = problems
         self.tokenizer = lm.load_tokenizer(self.base_model)
         self.prompt_ids = lm.encode_prompts(

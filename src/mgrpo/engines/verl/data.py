@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mgrpo.algorithm.methods import Method
 
 DATA_SOURCE = "mgrpo"
 
@@ -25,9 +28,15 @@ def verl_rows(problems: Any) -> list[dict[str, Any]]:
 
 
 def write_verl_dataset(
-    problems_path: str | Path, tokenizer: Any, max_prompt_tokens: int, out: str | Path
+    problems_path: str | Path,
+    tokenizer: Any,
+    max_prompt_tokens: int,
+    out: str | Path,
+    *,
+    method: Method,
 ) -> int:
-    """Convert a problem file; a prompt over ``max_prompt_tokens`` is an error, as locally.
+    """Convert a problem file; a prompt over ``max_prompt_tokens`` is an error, as locally,
+    and so is a row ``method`` cannot train on (GT-GRPO: a missing answer), before any step.
 
     verl's agent loop would left-truncate an over-long prompt with a warning; the prompts are
     therefore measured here, rendered with the chat template exactly as the agent loop renders
@@ -35,7 +44,7 @@ def write_verl_dataset(
     """
     import pandas as pd
 
-    from mgrpo.data import read_problems
+    from mgrpo.data import read_training_problems
     from mgrpo.io import write_parquet
     from mgrpo.lm import encode_prompts
 
@@ -44,7 +53,7 @@ def write_verl_dataset(
             f"{getattr(tokenizer, 'name_or_path', 'tokenizer')}: no chat template; the verl "
             "engine renders every prompt as a chat message"
         )
-    problems = read_problems(problems_path)
+    problems = read_training_problems(problems_path, method)
     encode_prompts(tokenizer, problems.questions, max_prompt_tokens)  # raises on over-long ones
     write_parquet(out, pd.DataFrame.from_records(verl_rows(problems)))
     return len(problems)

@@ -99,7 +99,13 @@ def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) 
         from mgrpo.tracking import extra_trackers
 
         tokenizer = load_tokenizer(paths.base_model)
-        write_verl_dataset(paths.train_data, tokenizer, settings["max_prompt_tokens"], train_file)
+        write_verl_dataset(
+            paths.train_data,
+            tokenizer,
+            settings["max_prompt_tokens"],
+            train_file,
+            method=settings.method,
+        )
         config = chunk_config(
             settings,
             base_model=paths.base_model,
