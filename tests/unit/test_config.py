@@ -62,6 +62,8 @@ def test_input_is_not_mutated() -> None:
             },
             "runs.a.steps",
         ),
+        ({"runs": {"a": {"iqr": True, "iqr_scope": "train"}}}, "runs.a.iqr_scope"),
+        ({"runs": {"a": {"method": "srt", "iqr_scope": "vote"}}}, "runs.a.iqr_scope"),
         ({"runs": {"base": {}}}, "runs"),
         ({"benchmarks": {"t": {"source": "toy"}}}, "benchmarks.t.split"),
         ({"benchmarks": {"t": {"source": "toy", "split": "nope"}}}, "benchmarks.t.split"),

@@ -33,6 +33,7 @@ from mgrpo.algorithm.entropy import trajectory_mean
 from mgrpo.algorithm.groups import GroupScore, score_group
 from mgrpo.algorithm.losses import policy_loss
 from mgrpo.algorithm.methods import Method, method_from_settings
+from mgrpo.algorithm.signals import step_signals
 from mgrpo.config import fingerprint, run_identity
 from mgrpo.data import read_problems
 from mgrpo.engines.local import lm
@@ -334,9 +335,15 @@ class LocalTrainer:
         def mean(values: list[float]) -> float | None:
             return sum(values) / len(values) if values else None
 
-        rewards = [r for g in groups for r in g.rewards if r is not None]
+        lengths = batch.response_mask.sum(-1).tolist()
+        signals = step_signals(
+            groups,
+            [[is_momentum[r] for r in rows] for rows in pools],
+            [[entropy[r] for r in rows] for rows in pools],
+            [[lengths[r] for r in rows] for rows in pools],
+        )
+        # Below: what needs the hidden labels (diagnostics only, never a training input).
         labelled = [g.label_correct for g in groups if g.label_correct is not None]
-        policy_rows = [r for rows in pools for r in rows if not is_momentum[r]]
         momentum_rows = [r for rows in pools for r in rows if is_momentum[r]]
         correct = [
             g.answers[i] is not None and g.answers[i] == g.truth
@@ -344,23 +351,17 @@ class LocalTrainer:
             for i, r in enumerate(rows)
             if not is_momentum[r] and g.truth is not None
         ]
-        lengths = batch.response_mask.sum(-1).tolist()
         return {
             "run": self.settings["run"],
             "method": self.method.label,
             "step": self.step_index,
             **update,
-            "reward_mean": mean(rewards),
+            **signals,
             "label_accuracy": mean([float(c) for c in labelled]),
             "label_rate": mean([float(g.label is not None) for g in groups]),
-            "majority_ratio": mean([g.majority_ratio for g in groups]),
             "policy_accuracy": mean([float(c) for c in correct]),
-            "answer_rate": mean([float(a is not None) for g in groups for a in g.answers]),
-            "entropy_policy": mean([entropy[r] for r in policy_rows]),
             "entropy_momentum": mean([entropy[r] for r in momentum_rows]),
-            "kept_fraction": mean([float(k) for g in groups for k in g.kept]),
             "trained_rollouts": sum(sum(g.trained) for g in groups),
-            "response_length": mean(lengths),
         }
 
     def _records(self, groups, pools, prompt_index, texts, entropy, is_momentum, certainty):
