@@ -14,7 +14,13 @@ from mgrpo.config import (
     run_identity,
     validate_config,
 )
-from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
+from mgrpo.report import (
+    FIGURES,
+    LABEL_FREE_FIGURES,
+    LABEL_FREE_TABLES,
+    TABLE_FORMATS,
+    table_names,
+)
 
 # Jobs (local or SLURM, which exports this environment) run `python -m mgrpo` from this
 # checkout, whichever Python environment they use: the .venv locally, a conda env per rule on
@@ -170,15 +176,21 @@ def report_config():
 
 
 def report_table_files():
-    return [
+    paper = [
         f"results/tables/{name}.{ext}"
         for name in table_names(CONFIG["report"])
         for ext in TABLE_FORMATS
     ]
+    label_free = [
+        f"results/tables/{name}.{ext}"
+        for name in LABEL_FREE_TABLES
+        for ext in ("md", "csv")
+    ]
+    return paper + label_free
 
 
 def report_figure_files():
-    return [f"results/figures/{name}.png" for name in FIGURES]
+    return [f"results/figures/{name}.png" for name in (*FIGURES, *LABEL_FREE_FIGURES)]
 
 
 def all_outputs():

@@ -1,9 +1,11 @@
-# Tables and figures, from results/ only.
+# Tables and figures, from results/ only. `collapse` runs both detectors (labelled: validation
+# accuracy; label-free: training signals only) once; tables and figures read its verdicts.
 
 
 rule collapse:
     input:
         evals=eval_files(),
+        metrics=metrics_files(),
     output:
         "results/tables/collapse.csv",
     log:
@@ -14,7 +16,7 @@ rule collapse:
         config=report_config(),
     shell:
         "python -m mgrpo report collapse --config {params.config:q}"
-        " --evals {input.evals} --out {output} > {log} 2>&1"
+        " --evals {input.evals} --metrics {input.metrics} --out {output} > {log} 2>&1"
 
 
 rule tables:

@@ -67,6 +67,12 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
             f"config key 'report.select_on': {select_on!r} is not a benchmark "
             f"({sorted(cfg['benchmarks'])})"
         )
+    label_free = cfg["report"]["label_free"]
+    if label_free["baseline_step"] < label_free["window"]:
+        raise ConfigError(
+            f"config key 'report.label_free.baseline_step': {label_free['baseline_step']} is "
+            f"earlier than one full smoothing window (window={label_free['window']})"
+        )
     for table, spec in cfg["report"]["tables"].items():
         for i, row in enumerate(spec["rows"]):
             if row["run"] not in cfg["runs"]:

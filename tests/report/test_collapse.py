@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
 from mgrpo.report.collapse import COLLAPSE_COLUMNS, Collapse, collapse_table, detect_collapse
+from mgrpo.report.label_free import LabelFreeRule
 
 MARGIN = 0.05
 
@@ -105,6 +106,16 @@ def test_invariants(curve, margin):
         assert curve[steps[-1]] >= threshold
 
 
+RULE = LabelFreeRule(window=5, baseline_step=5, thresholds={"majority_ratio": 0.3})
+
+
+def flat_metrics(runs: dict) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(run, step, 0.6) for run in runs for step in range(1, 21)],
+        columns=["run", "step", "majority_ratio"],
+    )
+
+
 def _settings(method: str, rollouts: int = 8) -> dict:
     return {"method": method, "iqr": None, "iqr_k": 0.75, "rollouts": rollouts,
             "momentum_rollouts": None, "steps": 20, "chunk_steps": 10}  # fmt: skip
@@ -120,7 +131,7 @@ def test_collapse_table_one_row_per_run_on_select_on_only():
         columns=["run", "step", "benchmark", "accuracy"],
     )  # fmt: skip
     runs = {"srt": _settings("srt"), "mg": {**_settings("mgrpo"), "iqr": True}}
-    table = collapse_table(evals, runs, "math", MARGIN)
+    table = collapse_table(evals, flat_metrics(runs), runs, "math", MARGIN, RULE)
     assert tuple(table.columns) == COLLAPSE_COLUMNS
     assert table["run"].tolist() == ["srt", "mg"]
     assert table["method"].tolist() == ["SRT", "M-GRPO+IQR"]
@@ -128,6 +139,10 @@ def test_collapse_table_one_row_per_run_on_select_on_only():
     assert table["best_step"].tolist() == [10, 20]
     assert table["collapse_step"].tolist() == [20, pd.NA]
     assert table["collapsed"].tolist() == [True, False]
+    # flat signals: no label-free warning, so the label-free choice is the final checkpoint
+    assert table["warning_step"].isna().all()
+    assert table["choice_step"].tolist() == [20, 20]
+    assert table["choice_accuracy"].tolist() == [0.3, 0.7]
 
 
 def test_collapse_table_names_a_run_without_evaluations():
@@ -135,14 +150,25 @@ def test_collapse_table_names_a_run_without_evaluations():
         [("srt", 0, "aime", 0.1)], columns=["run", "step", "benchmark", "accuracy"]
     )
     with pytest.raises(ValueError, match="run 'srt' on benchmark 'math'"):
-        collapse_table(evals, {"srt": _settings("srt")}, "math", MARGIN)
+        runs = {"srt": _settings("srt")}
+        collapse_table(evals, flat_metrics(runs), runs, "math", MARGIN, RULE)
+
+
+def test_collapse_table_names_a_run_without_metrics():
+    evals = pd.DataFrame(
+        [("srt", 0, "math", 0.1)], columns=["run", "step", "benchmark", "accuracy"]
+    )
+    metrics = flat_metrics({"mg": {}})
+    with pytest.raises(ValueError, match="no training metrics of run 'srt'"):
+        collapse_table(evals, metrics, {"srt": _settings("srt")}, "math", MARGIN, RULE)
 
 
 def test_table_names_default_and_configured():
     assert table_names({"tables": {}}) == ["runs"]
     assert table_names({}) == ["runs"]
     assert table_names({"tables": {"table1": {}, "table2": {}}}) == ["table1", "table2"]
-    with pytest.raises(ValueError, match="reserved"):
-        table_names({"tables": {"collapse": {}}})
+    for reserved in ("collapse", "label_free", "seeds"):
+        with pytest.raises(ValueError, match="reserved"):
+            table_names({"tables": {reserved: {}}})
     assert TABLE_FORMATS == ("md", "csv", "tex")
     assert len(FIGURES) == 4

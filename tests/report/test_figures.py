@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from mgrpo.report import FIGURES
+from mgrpo.report import FIGURES, LABEL_FREE_FIGURES
 from mgrpo.report.cli import add_report_parser
 from mgrpo.report.collapse import collapse_table
 from mgrpo.report.figures import (
@@ -21,6 +21,7 @@ from mgrpo.report.figures import (
     plot_collapse,
     plot_entropy,
 )
+from mgrpo.report.label_free import LabelFreeRule
 
 BENCHMARKS = ["math", "aime", "gpqa"]
 STEPS = [0, 10, 20, 30, 40]
@@ -86,7 +87,7 @@ def run_figures(tmp_path: Path, runs: dict, null_metrics: bool = False) -> Path:
     config = json.dumps({"runs": runs, "benchmarks": BENCHMARKS,
                          "report": {"select_on": "math", "collapse_margin": 0.05}})  # fmt: skip
     csv = str(tmp_path / "collapse.csv")
-    report("collapse", "--config", config, "--evals", *evals, "--out", csv)
+    report("collapse", "--config", config, "--evals", *evals, "--metrics", *metrics, "--out", csv)
     out = tmp_path / "figures"
     report("figures", "--config", config, "--evals", *evals, "--metrics", *metrics,
            "--collapse", csv, "--out-dir", str(out))  # fmt: skip
@@ -100,8 +101,9 @@ def run_figures(tmp_path: Path, runs: dict, null_metrics: bool = False) -> Path:
 )
 def test_every_figure_is_a_readable_png(tmp_path, runs, null_metrics):
     out = run_figures(tmp_path, runs, null_metrics)
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{f}.png" for f in FIGURES)
-    for name in FIGURES:
+    names = (*FIGURES, *LABEL_FREE_FIGURES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{f}.png" for f in names)
+    for name in names:
         width, height = png_size(out / f"{name}.png")
         assert 600 <= width <= 3000, name
         assert 400 <= height <= 2000, name
@@ -118,10 +120,11 @@ def figure_data(runs: dict, curves: dict = CURVES) -> FigureData:
         [(run, s, 0.5, None) for run in runs for s in range(1, 41)],
         columns=["run", "step", "reward_mean", "entropy_policy"],
     )
+    rule = LabelFreeRule.from_report({})
     return FigureData(
         evals=evals,
         metrics=metrics,
-        collapse=collapse_table(evals, runs, "math", 0.05),
+        collapse=collapse_table(evals, metrics, runs, "math", 0.05, rule),
         runs=runs,
         labels={run: run.upper() for run in runs},
         benchmarks=BENCHMARKS,

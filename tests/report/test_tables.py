@@ -42,6 +42,19 @@ def write_evals(root: Path, curves: dict = CURVES) -> list[str]:
     return paths
 
 
+def write_metrics(root: Path, runs: dict = RUNS) -> list[str]:
+    """Flat label-free signals (no warning) for steps 1-30 of every run, one chunk file each."""
+    paths = []
+    for run in runs:
+        path = root / "runs" / run / "metrics" / "to_step30.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps({"run": run, "step": step, "majority_ratio": 0.6,
+                             "vote_agreement": 0.5}) for step in range(1, 31)]  # fmt: skip
+        path.write_text("\n".join(lines) + "\n")
+        paths.append(str(path))
+    return paths
+
+
 def config(tables: dict | None = None, select_on: str | None = None) -> str:
     report = {"select_on": select_on, "collapse_margin": 0.05, "tables": tables or {}}
     return json.dumps({"runs": RUNS, "benchmarks": BENCHMARKS, "report": report})
@@ -58,8 +71,8 @@ def report(*argv: str) -> None:
 def make_tables(tmp_path: Path, tables: dict | None = None) -> Path:
     evals = write_evals(tmp_path)
     out = tmp_path / "tables"
-    report("collapse", "--config", config(tables), "--evals", *evals,
-           "--out", str(out / "collapse.csv"))  # fmt: skip
+    report("collapse", "--config", config(tables), "--evals", *evals, "--metrics",
+           *write_metrics(tmp_path), "--out", str(out / "collapse.csv"))  # fmt: skip
     report("tables", "--config", config(tables), "--evals", *evals,
            "--collapse", str(out / "collapse.csv"), "--out-dir", str(out))  # fmt: skip
     return out
@@ -68,7 +81,8 @@ def make_tables(tmp_path: Path, tables: dict | None = None) -> Path:
 def test_default_table_rows_use_detector_best_final_and_step0(tmp_path):
     out = make_tables(tmp_path)
     assert sorted(p.name for p in out.iterdir()) == [
-        "collapse.csv", "runs.csv", "runs.md", "runs.tex"
+        "collapse.csv", "label_free.csv", "label_free.md", "runs.csv", "runs.md", "runs.tex",
+        "seeds.csv", "seeds.md",
     ]  # fmt: skip
     lines = (out / "runs.csv").read_text().splitlines()
     assert lines == [
@@ -127,7 +141,8 @@ def test_configured_table_labels_and_picks(tmp_path):
 def test_missing_evaluation_names_run_step_and_benchmark(tmp_path):
     evals = write_evals(tmp_path)
     out = tmp_path / "tables"
-    report("collapse", "--config", config(), "--evals", *evals, "--out", str(out / "c.csv"))
+    report("collapse", "--config", config(), "--evals", *evals, "--metrics",
+           *write_metrics(tmp_path), "--out", str(out / "c.csv"))  # fmt: skip
     kept = [p for p in evals if not p.endswith("srt/step30/aime.json")]
     with pytest.raises(ValueError, match="run 'srt' at step 30 on benchmark 'aime'"):
         report("tables", "--config", config(), "--evals", *kept,
@@ -138,7 +153,8 @@ def test_missing_evaluation_names_run_step_and_benchmark(tmp_path):
 def test_tables_refuse_a_collapse_table_for_another_benchmark(tmp_path):
     evals = write_evals(tmp_path)
     csv = tmp_path / "collapse.csv"
-    report("collapse", "--config", config(select_on="aime"), "--evals", *evals, "--out", str(csv))
+    report("collapse", "--config", config(select_on="aime"), "--evals", *evals, "--metrics",
+           *write_metrics(tmp_path), "--out", str(csv))  # fmt: skip
     with pytest.raises(ValueError, match="rerun `mgrpo report collapse`"):
         report("tables", "--config", config(), "--evals", *evals, "--collapse", str(csv),
                "--out-dir", str(tmp_path))  # fmt: skip
@@ -146,7 +162,8 @@ def test_tables_refuse_a_collapse_table_for_another_benchmark(tmp_path):
 
 def test_bad_config_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
-        report("collapse", "--config", "{not json", "--evals", "x.json", "--out", "c.csv")
+        report("collapse", "--config", "{not json", "--evals", "x.json", "--metrics", "m.jsonl",
+               "--out", "c.csv")  # fmt: skip
     assert "not valid JSON" in capsys.readouterr().err
 
 

@@ -175,7 +175,14 @@ def test_full_run_writes_every_output(finished_run: Path) -> None:
     assert not list(results.glob("runs/*/resume/*"))
     for ext in ("md", "csv", "tex"):
         assert (results / f"tables/runs.{ext}").stat().st_size > 0
-    for fig in ("fig1_accuracy", "fig2_entropy", "fig4_reward_accuracy", "fig5_collapse"):
+    for table in ("label_free", "seeds"):
+        for ext in ("md", "csv"):
+            assert (results / f"tables/{table}.{ext}").stat().st_size > 0
+    collapse = (results / "tables/collapse.csv").read_text().splitlines()[0].split(",")
+    assert {"collapse_step", "warning_step", "choice_step", "choice_accuracy"} <= set(collapse)
+    figures = ("fig1_accuracy", "fig2_entropy", "fig4_reward_accuracy", "fig5_collapse",
+               "label_free_signals", "label_free_runs")  # fmt: skip
+    for fig in figures:
         assert (results / f"figures/{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

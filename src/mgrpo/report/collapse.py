@@ -9,6 +9,9 @@ collapse point follow from fixed definitions, so every Best row is reproducible:
 * collapse step: the first step after the best one from which accuracy stays below
   ``best - margin`` at every later evaluated step, the final one included. A dip that
   recovers, or a drop within the margin, is not a collapse.
+
+The collapse table also carries the label-free detector's verdict (:mod:`.label_free`) beside
+this one: its warning step and the checkpoint it would keep without labels.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mgrpo.algorithm.methods import method_from_settings
+from mgrpo.report.label_free import LabelFreeRule, warning_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,6 +39,10 @@ COLLAPSE_COLUMNS = (
     "drop",
     "collapse_step",
     "collapsed",
+    "warning_step",  # label-free: first step the rule fired (empty = no warning)
+    "warning_signal",
+    "choice_step",  # label-free checkpoint choice
+    "choice_accuracy",
 )
 
 
@@ -89,13 +97,16 @@ def detect_collapse(steps: Sequence[int], accuracies: Sequence[float], margin: f
 
 def collapse_table(
     evals_df: pd.DataFrame,
+    metrics_df: pd.DataFrame,
     runs: Mapping[str, Mapping[str, Any]],
     select_on: str,
     margin: float,
+    rule: LabelFreeRule,
 ) -> pd.DataFrame:
-    """One row per run (config order): the detector's verdict on the ``select_on`` benchmark.
+    """One row per run (config order): the detectors' verdicts on the ``select_on`` benchmark.
 
-    This table is the single source of each run's best step: tables and figures read it back.
+    The labelled verdict reads the accuracy curve, the label-free one the run's step metrics
+    only. This table is the single source of each run's best step: tables and figures read it.
     """
     import pandas as pd
 
@@ -104,11 +115,23 @@ def collapse_table(
         curve = evals_df[(evals_df["run"] == run) & (evals_df["benchmark"] == select_on)]
         if curve.empty:
             raise ValueError(f"no evaluations of run {run!r} on benchmark {select_on!r}")
+        metrics = metrics_df[metrics_df["run"] == run] if "run" in metrics_df else metrics_df
+        if metrics.empty:
+            raise ValueError(f"no training metrics of run {run!r}")
         verdict = detect_collapse(curve["step"].tolist(), curve["accuracy"].tolist(), margin)
         label = method_from_settings(dict(settings)).label
-        rows.append({"run": run, "method": label, "benchmark": select_on, **asdict(verdict)})
+        rows.append(
+            {
+                "run": run,
+                "method": label,
+                "benchmark": select_on,
+                **asdict(verdict),
+                **warning_columns(curve, metrics, rule),
+            }
+        )
     frame = pd.DataFrame.from_records(rows, columns=list(COLLAPSE_COLUMNS))
-    frame["collapse_step"] = frame["collapse_step"].astype("Int64")
+    for column in ("collapse_step", "warning_step", "choice_step"):
+        frame[column] = frame[column].astype("Int64")
     return frame
 
 
@@ -116,7 +139,16 @@ def read_collapse(path: str | Path) -> pd.DataFrame:
     """Read back the table :func:`collapse_table` wrote, so tables and figures agree with it."""
     import pandas as pd
 
-    frame = pd.read_csv(path, dtype={"run": str, "collapse_step": "Int64"})
+    frame = pd.read_csv(
+        path,
+        dtype={
+            "run": str,
+            "collapse_step": "Int64",
+            "warning_step": "Int64",
+            "warning_signal": str,
+            "choice_step": "Int64",
+        },
+    )
     missing = [c for c in COLLAPSE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: not a collapse table, missing column(s) {missing}")

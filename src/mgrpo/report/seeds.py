@@ -1,0 +1,161 @@
+"""Seed-aggregated results: runs that differ only in ``seed`` form one arm, reported as mean ± sd.
+
+A single toy run is one draw of data order and sampling noise; differences between arms mean
+something only next to the spread between seeds of the same arm.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from mgrpo.algorithm.methods import method_from_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Settings that never define an arm: the seed varies within it, the name is per run, and the
+# length of a run is the same question asked for longer.
+NOT_ARM = ("seed", "run")
+# Shown through the method label (SRT+IQR(vote) ...) rather than as key=value.
+IN_METHOD_LABEL = ("method", "iqr", "iqr_scope")
+
+SEED_COLUMNS = (
+    "arm",
+    "runs",
+    "seeds",
+    "base_accuracy",
+    "best_mean",
+    "best_sd",
+    "best_step_mean",
+    "final_mean",
+    "final_sd",
+    "drop_mean",
+    "drop_sd",
+    "collapsed",
+    "warned",
+    "choice_mean",
+    "choice_sd",
+)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float) and value != 0 and abs(value) < 1e-3:
+        return f"{value:.1e}"
+    return str(value)
+
+
+def seed_groups(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Arm label -> its runs (config order). Runs sharing every setting but the seed are one arm.
+
+    The label is the method's (``SRT+IQR``) plus every other setting in which arms differ,
+    e.g. ``M-GRPO, lr=1.5e-04``.
+    """
+    arms: dict[tuple, list[str]] = {}
+    for run, settings in runs.items():
+        key = tuple(sorted((k, repr(v)) for k, v in settings.items() if k not in NOT_ARM))
+        arms.setdefault(key, []).append(run)
+    values: dict[str, set[str]] = {}
+    for key in arms:
+        for k, v in key:
+            values.setdefault(k, set()).add(v)
+    shared = {k for k, v in values.items() if len(v) == 1 and all(k in dict(a) for a in arms)}
+    varying = sorted(set(values) - shared - set(IN_METHOD_LABEL))
+    groups: dict[str, list[str]] = {}
+    for group in arms.values():
+        first = runs[group[0]]
+        label = method_from_settings(dict(first)).label
+        extra = [f"{k}={_format_value(first.get(k))}" for k in varying]
+        name = ", ".join([label, *extra])
+        if name in groups:  # only if two arms differ in a method-label key alone
+            raise ValueError(f"two arms would both be called {name!r}")
+        groups[name] = group
+    return groups
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def seed_table(
+    collapse: pd.DataFrame,
+    runs: Mapping[str, Mapping[str, Any]],
+    base_accuracy: Mapping[str, float],
+) -> pd.DataFrame:
+    """One row per arm: mean and sample standard deviation over its seeds (SEED_COLUMNS).
+
+    ``collapse`` is the collapse table (with its label-free columns); ``base_accuracy`` maps
+    each run to its step-0 accuracy on the select_on benchmark.
+    """
+    import pandas as pd
+
+    verdicts = collapse.set_index("run")
+    records = []
+    for arm, members in seed_groups(runs).items():
+        rows = verdicts.loc[members]
+        best, best_sd = _mean_sd(rows["best_accuracy"].astype(float).tolist())
+        final, final_sd = _mean_sd(rows["final_accuracy"].astype(float).tolist())
+        drop, drop_sd = _mean_sd(rows["drop"].astype(float).tolist())
+        choice, choice_sd = _mean_sd(rows["choice_accuracy"].astype(float).tolist())
+        records.append(
+            {
+                "arm": arm,
+                "runs": len(members),
+                "seeds": " ".join(str(runs[run].get("seed")) for run in members),
+                "base_accuracy": statistics.fmean(float(base_accuracy[r]) for r in members),
+                "best_mean": best,
+                "best_sd": best_sd,
+                "best_step_mean": statistics.fmean(rows["best_step"].astype(float)),
+                "final_mean": final,
+                "final_sd": final_sd,
+                "drop_mean": drop,
+                "drop_sd": drop_sd,
+                "collapsed": int(rows["collapsed"].astype(bool).sum()),
+                "warned": int(rows["warning_step"].notna().sum()),
+                "choice_mean": choice,
+                "choice_sd": choice_sd,
+            }
+        )
+    return pd.DataFrame.from_records(records, columns=list(SEED_COLUMNS))
+
+
+def _pm(mean: float, sd: float | None) -> str:
+    if sd is None or pd_isna(sd):
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} ± {100 * sd:.1f}"
+
+
+def pd_isna(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def seed_markdown(table: pd.DataFrame, select_on: str) -> str:
+    """The seed table as Markdown: accuracies in percent, mean ± sample sd over seeds."""
+    lines = [
+        "# Arms over seeds: mean ± standard deviation",
+        "",
+        f"Accuracy on `{select_on}` in percent; sd is the sample standard deviation over the "
+        "arm's seeds (none with one seed). Best needs validation labels; Final and the "
+        "label-free choice do not. Collapsed: the labelled detector; warned: the label-free one.",
+        "",
+        "| Arm | Seeds | Base | Best | Best step | Final | Drop | Collapsed | Warned "
+        "| Label-free choice |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in table.to_dict("records"):
+        cells = [
+            r["arm"],
+            str(r["seeds"]),
+            f"{100 * r['base_accuracy']:.1f}",
+            _pm(r["best_mean"], r["best_sd"]),
+            f"{r['best_step_mean']:.0f}",
+            _pm(r["final_mean"], r["final_sd"]),
+            _pm(r["drop_mean"], r["drop_sd"]),
+            f"{r['collapsed']}/{r['runs']}",
+            f"{r['warned']}/{r['runs']}",
+            _pm(r["choice_mean"], r["choice_sd"]),
+        ]
+        lines.append("| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
