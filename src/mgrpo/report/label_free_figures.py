@@ -4,8 +4,8 @@
   on top and below it every label-free signal the run logged, smoothed exactly as the detector
   smooths it, with the thresholds of the watched ones; the labelled collapse step, the warning
   step and the two checkpoints (Best, label-free choice) marked on every panel.
-* ``label_free_runs``: one small panel per run: validation accuracy and the watched fraction
-  signals, with the labelled collapse step and the warning step.
+* ``label_free_runs``: one small panel per run: validation accuracy, and each watched signal's
+  change from its baseline with its threshold, with the labelled collapse and warning steps.
 
 Steps come from collapse.csv (never recomputed here); curves from the detector's own smoothing.
 """
@@ -27,10 +27,10 @@ from mgrpo.report import LABEL_FREE_FIGURES
 from mgrpo.report.figures import DPI, STYLE, FigureData
 from mgrpo.report.label_free import LabelFreeRule, smoothed_signals
 
-# Signals that are fractions in [0, 1] and can share an axis with accuracy.
-FRACTIONS = ("reward_mean", "majority_ratio", "vote_agreement", "answer_rate", "kept_fraction")
 COLLAPSE_STYLE = {"color": "red", "linestyle": "--", "linewidth": 1.8}
 WARNING_STYLE = {"color": "darkorange", "linestyle": "-", "linewidth": 1.8}
+# Watched signals' colours: never orange or red, which mark the warning and the collapse.
+SIGNAL_COLORS = ("C0", "C2", "C4", "C5", "C6", "C7", "C8", "C9")
 
 
 def _step(value: object) -> int | None:
@@ -86,7 +86,7 @@ def plot_signals(data: FigureData, rule: LabelFreeRule) -> Figure:
     top = axes[0, 0]
     acc = data.accuracy(run, data.select_on)
     top.plot(acc["step"], acc["accuracy"], marker="o", color="black", label="validation accuracy")
-    for key, marker, label in (("best_step", "*", "Best"), ("choice_step", "D", "label-free")):
+    for key, marker, label in (("choice_step", "D", "label-free"), ("best_step", "*", "Best")):
         at = acc[acc["step"] == int(verdict[key])]
         top.plot(
             at["step"],
@@ -122,44 +122,51 @@ def plot_signals(data: FigureData, rule: LabelFreeRule) -> Figure:
         Line2D([], [], color="gray", linestyle=":", label="threshold"),
     ]
     top.legend(handles=[*top.get_legend_handles_labels()[0], *handles], fontsize=8, loc="best")
-    fig.suptitle(
-        f"{data.labels[run]} ({run}): label-free signals ({rule.window}-step trailing mean; "
-        "raw values faint)"
-    )
+    fig.suptitle(f"{run}: label-free signals ({rule.window}-step trailing mean, raw faint)")
     return fig
 
 
 def plot_runs(data: FigureData, rule: LabelFreeRule) -> Figure:
-    """One panel per run: accuracy, watched fraction signals, collapse and warning steps."""
+    """One panel per run: accuracy (left axis), each watched signal's change from its baseline
+    with its threshold (right axis), and the collapse and warning steps."""
     runs = list(data.runs)
     ncols = min(6, len(runs))
     nrows = math.ceil(len(runs) / ncols)
     fig, axes = plt.subplots(
         nrows,
         ncols,
-        figsize=(max(6.0, 2.9 * ncols), 2.4 * nrows + 1.2),
+        figsize=(max(6.0, 3.0 * ncols), 2.4 * nrows + 1.2),
         sharex=True,
         sharey=True,
         squeeze=False,
         layout="constrained",
     )
-    watched = [name for name in rule.thresholds if name in FRACTIONS]
+    watched = list(rule.thresholds)
+    twins = []
     for ax, run in zip(axes.flat, runs, strict=False):
         verdict = data.verdict(run)
         acc = data.accuracy(run, data.select_on)
         ax.plot(acc["step"], acc["accuracy"], marker="o", markersize=3, color="black")
-        metrics = _run_metrics(data, run)
-        if watched:
-            curves = smoothed_signals(
-                metrics, LabelFreeRule(rule.window, rule.baseline_step, dict.fromkeys(watched, 1.0))
-            )
-            for i, name in enumerate(watched):
-                if name in curves.columns:
-                    ax.plot(curves["step"], curves[name], color=f"C{i}", linewidth=1.3)
+        curves = smoothed_signals(_run_metrics(data, run), rule)
+        twin = ax.twinx()
+        twins.append(twin)
+        for i, name in enumerate(watched):
+            if f"{name}_change" in curves.columns:
+                twin.plot(
+                    curves["step"], curves[f"{name}_change"], color=SIGNAL_COLORS[i], linewidth=1.3
+                )
+            twin.axhline(rule.thresholds[name], color=SIGNAL_COLORS[i], linestyle=":", linewidth=1)
         _mark(ax, _step(verdict["collapse_step"]), _step(verdict["warning_step"]))
         ax.set_title(run, fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.tick_params(labelsize=7)
+        twin.tick_params(labelsize=7)
+    low = min([-0.1, *(t.get_ylim()[0] for t in twins), *rule.thresholds.values()])
+    high = max([0.1, *(t.get_ylim()[1] for t in twins), *rule.thresholds.values()])
+    for index, twin in enumerate(twins):
+        twin.set_ylim(low - 0.05, high + 0.05)
+        if index % ncols != ncols - 1 and index != len(twins) - 1:
+            twin.set_yticklabels([])
     for ax in axes.flat[len(runs) :]:
         ax.set_visible(False)
     handles = [
@@ -169,14 +176,26 @@ def plot_runs(data: FigureData, rule: LabelFreeRule) -> Figure:
             color="black",
             marker="o",
             markersize=3,
-            label=f"validation accuracy ({data.select_on})",
+            label=f"validation accuracy ({data.select_on}, left)",
         ),
-        *(Line2D([], [], color=f"C{i}", label=n) for i, n in enumerate(watched)),
+        *(
+            Line2D(
+                [],
+                [],
+                color=SIGNAL_COLORS[i],
+                label=f"{n}: change from step {rule.baseline_step} "
+                f"(right; dotted: {rule.thresholds[n]:+.0%})",
+            )
+            for i, n in enumerate(watched)
+        ),
         Line2D([], [], **COLLAPSE_STYLE, label="labelled collapse"),
         Line2D([], [], **WARNING_STYLE, label="label-free warning"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
-    fig.suptitle("Both detectors on every run (signals: trailing mean as the detector sees them)")
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle(
+        f"Both detectors on every run (watched signals: {rule.window}-step trailing mean, "
+        "relative to their baseline)"
+    )
     return fig
 
 
