@@ -20,7 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from mgrpo.config import load_config, resolve_run, run_identity  # noqa: E402
+from mgrpo.config import load_config  # noqa: E402
+from mgrpo.settings import resolve_run_settings  # noqa: E402
 
 ARMS = {
     "srt": {"method": "srt", "iqr": False},
@@ -56,9 +57,8 @@ def main() -> None:
         model, train = toy_inputs(config, Path(tmp))
         trainers = {}
         for name, overrides in ARMS.items():
-            settings = run_identity(resolve_run(config, next(iter(config["runs"]))))
-            settings |= overrides | {"model_path": str(model), "train_data": str(train)}
-            trainers[name] = LocalTrainer(settings)
+            settings = resolve_run_settings(config, next(iter(config["runs"])))
+            trainers[name] = LocalTrainer(settings.replace(**overrides), model, train)
             trainers[name].start_fresh()
         times: dict[str, list[float]] = {name: [] for name in ARMS}
         for i in range(args.warmup + args.steps):

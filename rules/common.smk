@@ -6,14 +6,8 @@ from pathlib import Path
 
 SRC = str(Path(workflow.basedir).parent / "src")
 sys.path.insert(0, SRC)
-from mgrpo.config import (
-    checkpoint_steps,
-    fingerprint,
-    model_key,
-    resolve_run,
-    run_identity,
-    validate_config,
-)
+from mgrpo.config import model_key, validate_config
+from mgrpo.settings import resolve_run_settings
 from mgrpo.report import (
     FIGURES,
     LABEL_FREE_FIGURES,
@@ -30,7 +24,9 @@ os.environ.update(
 )
 
 CONFIG = validate_config(config)
-RUNS = {name: resolve_run(CONFIG, name) for name in CONFIG["runs"]}
+# Each run's RunSettings, resolved once. Engine availability is checked when a training job
+# starts (`mgrpo train`), not here: the paper's DAG is planned on login nodes without verl.
+RUNS = {name: resolve_run_settings(CONFIG, name) for name in CONFIG["runs"]}
 BENCHMARKS = CONFIG["benchmarks"]
 TOY_SPLITS = list(CONFIG["data"]["toy"]["splits"])
 # Base models by file-system-safe key ("toy" or e.g. "Qwen--Qwen3-4B-Base").
@@ -98,13 +94,21 @@ def train_chunk_inputs(wildcards):
     return inputs
 
 
+def train_gpus(wildcards):
+    """GPUs of a training job: the run's `gpus` on verl; one for the local engine on CUDA."""
+    settings = RUNS[wildcards.run]
+    if settings["engine"] == "verl":
+        return settings["gpus"]
+    return 1 if settings["device"].startswith("cuda") else 0
+
+
 def train_settings(wildcards):
     """Run settings minus the run length: raising `steps` appends chunks, retrains nothing."""
-    return json.dumps(run_identity(RUNS[wildcards.run]), sort_keys=True)
+    return RUNS[wildcards.run].to_json()
 
 
 def run_fingerprint(wildcards):
-    return fingerprint(run_identity(RUNS[wildcards.run]))
+    return RUNS[wildcards.run].fingerprint
 
 
 def problems_path(bench):
@@ -155,7 +159,7 @@ def eval_files():
     return [
         f"results/eval/{run}/step{step}/{bench}.json"
         for run, settings in RUNS.items()
-        for step in [0, *checkpoint_steps(settings)]
+        for step in [0, *settings.checkpoint_steps]
         for bench in BENCHMARKS
     ]
 
@@ -164,13 +168,17 @@ def metrics_files():
     return [
         f"results/runs/{run}/metrics/to_step{step}.jsonl"
         for run, settings in RUNS.items()
-        for step in checkpoint_steps(settings)
+        for step in settings.checkpoint_steps
     ]
 
 
 def report_config():
     return json.dumps(
-        {"runs": RUNS, "benchmarks": list(BENCHMARKS), "report": CONFIG["report"]},
+        {
+            "runs": {name: settings.to_dict() for name, settings in RUNS.items()},
+            "benchmarks": list(BENCHMARKS),
+            "report": CONFIG["report"],
+        },
         sort_keys=True,
     )
 

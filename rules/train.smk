@@ -17,6 +17,8 @@ rule train_chunk:
     conda:
         "../envs/train.yaml"
     threads: lambda wildcards: RUNS[wildcards.run]["threads"]
+    resources:
+        gpu=train_gpus,
     params:
         settings=train_settings,
         start=chunk_start,

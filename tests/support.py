@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mgrpo.settings import RunSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,15 +53,38 @@ TINY_TRAINING = {
 }
 
 
-def tiny_config(**training: Any) -> dict[str, Any]:
-    """A full, validated config on the tiny toy task with one run named ``run``."""
+def tiny_config(name: str = "run", **training: Any) -> dict[str, Any]:
+    """A full, validated config on the tiny toy task with one run, ``name``."""
     from mgrpo.config import validate_config
 
     return validate_config(
         {
             **TINY_TOY,
             "training": {**TINY_TRAINING, **training},
-            "runs": {"run": {}},
+            "runs": {name: {}},
             "benchmarks": {"test": {"source": "toy", "split": "test"}},
         }
     )
+
+
+def run_settings(name: str = "run", **training: Any) -> RunSettings:
+    """The resolved settings of the tiny config's one run, ``name``."""
+    from mgrpo.settings import resolve_run_settings
+
+    return resolve_run_settings(tiny_config(name, **training), name)
+
+
+@contextlib.contextmanager
+def fails_after(seconds: int) -> Iterator[None]:
+    """Turn a hang (the bug a test looks for) into a failure: SIGALRM in the main thread."""
+
+    def hung(signum: int, frame: object) -> None:
+        raise AssertionError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -24,6 +24,16 @@ def _json(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
 
 
+def _run_settings(text: str) -> Any:
+    from mgrpo.config import ConfigError
+    from mgrpo.settings import RunSettings
+
+    try:
+        return RunSettings.from_json(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _split_path(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
@@ -32,14 +42,20 @@ def _split_path(text: str) -> tuple[str, str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from mgrpo.config import checkpoint_steps, load_config, resolve_run
+    from mgrpo.config import load_config
+    from mgrpo.settings import config_key, resolve_run_settings
 
     config = load_config(args.config)
     for name in config["runs"]:
-        settings = resolve_run(config, name)
-        steps = checkpoint_steps(settings)
+        settings = resolve_run_settings(config, name)
+        if args.check_engines:
+            from mgrpo.engines import load_engine
+
+            where = f"{args.config}: config key '{config_key(config, name, 'engine')}'"
+            load_engine(settings, where)
         print(
-            f"{name}: method={settings['method']} engine={settings['engine']} checkpoints={steps}"
+            f"{name}: method={settings['method']} engine={settings['engine']} "
+            f"checkpoints={settings.checkpoint_steps}"
         )
     print(f"benchmarks: {', '.join(config['benchmarks'])}")
 
@@ -51,9 +67,12 @@ def cmd_toy_data(args: argparse.Namespace) -> None:
 
 
 def cmd_hf_data(args: argparse.Namespace) -> None:
-    from mgrpo.hf_data import write_hf_problems
+    from mgrpo.hf_data import DatasetUnavailable, write_hf_problems
 
-    count = write_hf_problems(args.spec, args.out)
+    try:
+        count = write_hf_problems(args.spec, args.out)
+    except DatasetUnavailable as err:
+        raise SystemExit(f"mgrpo hf-data: {err}") from None
     log.info("%s: %d problems from %s", args.out, count, args.spec["path"])
 
 
@@ -65,28 +84,28 @@ def cmd_toy_model(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    settings = {**args.settings, "model_path": args.base_model, "train_data": args.train_data}
-    if settings["engine"] != "local":
-        raise SystemExit(
-            f"engine {settings['engine']!r} is not available in this release: only 'local' is "
-            "implemented (see docs/architecture.md for the verl engine's design)"
-        )
-    from mgrpo.engines.local.trainer import ChunkPaths, train_chunk
+    from mgrpo.engines import ChunkPaths, load_engine
 
+    settings = args.settings
+    # The job cannot tell whether `training` or the run chose the engine: name both.
+    where = f"config key 'training.engine' (or 'runs.{settings.name}.engine')"
+    engine = load_engine(settings, where)
     paths = ChunkPaths(
+        base_model=Path(args.base_model),
+        train_data=Path(args.train_data),
         init=Path(args.init),
         checkpoint=Path(args.checkpoint),
         metrics=Path(args.metrics),
         rollouts=Path(args.rollouts),
         resume=Path(args.resume_dir),
     )
-    train_chunk(settings, args.start, args.end, paths)
+    engine.train_chunk(settings, args.start, args.end, paths)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from mgrpo.evaluation.local import evaluate_model
+    from mgrpo.evaluation.runner import evaluate_model
     from mgrpo.io import write_json, write_parquet
 
     summary, records = evaluate_model(args.model, args.problems, args.spec)
@@ -102,7 +121,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     write_parquet(args.records, pd.DataFrame.from_records(records))
     write_json(args.out, result)  # last: its existence means the evaluation is complete
     log.info(
-        "%s step %s %s: accuracy %.4f", args.run, args.step, args.benchmark, result["accuracy"]
+        "%s step %s %s: accuracy %.4f (%s backend, %.2f samples/s)",
+        args.run,
+        args.step,
+        args.benchmark,
+        result["accuracy"],
+        result["backend"]["name"],
+        result["samples_per_second"],
     )
 
 
@@ -125,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate a config file and list its runs")
     p.add_argument("config")
+    p.add_argument(
+        "--check-engines",
+        action="store_true",
+        help="also refuse runs whose engine is not installed or not supported on this machine",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("toy-data", help="generate the toy problem splits")
@@ -144,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_toy_model)
 
     p = sub.add_parser("train", help="train one chunk of a run: steps start+1..end")
-    p.add_argument("--settings", type=_json, required=True, help="resolved run settings (JSON)")
+    p.add_argument(
+        "--settings", type=_run_settings, required=True, help="resolved run settings (JSON)"
+    )
     p.add_argument("--base-model", required=True, help="base model (reference policy)")
     p.add_argument("--train-data", required=True, help="RL prompts parquet")
     p.add_argument("--start", type=int, required=True)

@@ -1,13 +1,12 @@
-"""Workflow configuration: validation against ``config/schema.yaml`` and run resolution.
+"""Workflow configuration: loading and validation against ``config/schema.yaml``.
 
-Imported by the Snakefile, so it must stay cheap: no torch, no transformers.
+A run's settings are resolved from a validated config by :mod:`mgrpo.settings`. Imported by the
+Snakefile, so it must stay cheap: no torch, no transformers.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,6 @@ from typing import Any
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
-# The run length is not part of a run's identity: raising it appends chunks, it does not
-# change the ones already trained (the LR horizon is `schedule_steps`).
-NOT_IDENTITY = ("steps",)
 
 
 class ConfigError(ValueError):
@@ -28,7 +24,7 @@ def _key_path(parts: Any) -> str:
     return ".".join(str(p) for p in parts) or "<top level>"
 
 
-def _validator(schema: Mapping[str, Any]) -> Any:
+def schema_validator(schema: Mapping[str, Any]) -> Any:
     """A Draft 2020-12 validator that also fills in ``default`` values while validating."""
     import jsonschema
 
@@ -54,13 +50,15 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
 def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict:
     """Validate ``config``, fill in defaults and check cross-key rules; returns a new dict."""
     cfg = copy.deepcopy(dict(config))
-    validator = _validator(load_schema(schema_path))
+    validator = schema_validator(load_schema(schema_path))
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         raise ConfigError(f"config key '{_key_path(err.absolute_path)}': {err.message}")
+    from mgrpo.settings import resolve_run_settings
+
     for name in cfg["runs"]:
-        resolve_run(cfg, name)  # cross-key checks per run
+        resolve_run_settings(cfg, name)  # cross-key checks per run
     select_on = cfg["report"]["select_on"]
     if select_on is not None and select_on not in cfg["benchmarks"]:
         raise ConfigError(
@@ -95,7 +93,43 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
             raise ConfigError(
                 f"config key 'benchmarks.{bench}.split': no toy split {spec['split']!r}"
             )
+        _check_benchmark_kind(bench, spec)
+    if cfg["data"]["source"] == "hf":
+        _check_hf_fields("data.hf", cfg["data"]["hf"])
     return cfg
+
+
+def _check_benchmark_kind(bench: str, spec: Mapping[str, Any]) -> None:
+    from mgrpo.hf_data import FORMAT_KINDS
+
+    where = f"benchmarks.{bench}"
+    kind = spec["kind"]
+    if spec["source"] == "toy" and kind != "math":
+        raise ConfigError(f"config key '{where}.kind': toy splits are math problems, not {kind!r}")
+    if spec["source"] == "hf":
+        fmt = spec["hf"]["format"]
+        if FORMAT_KINDS[fmt] != kind:
+            raise ConfigError(
+                f"config key '{where}.kind': {kind!r} does not fit hf.format {fmt!r} "
+                f"(which makes {FORMAT_KINDS[fmt]!r} problems)"
+            )
+        _check_hf_fields(f"{where}.hf", spec["hf"])
+    if spec["lm_eval"] and kind == "code":
+        raise ConfigError(
+            f"config key '{where}.lm_eval': code benchmarks run in the project's sandbox "
+            "(lm-eval's code tasks fetch their executor from the hub)"
+        )
+
+
+def _check_hf_fields(where: str, hf: Mapping[str, Any]) -> None:
+    if hf["format"] != "math":
+        return
+    if not hf.get("question_field"):
+        raise ConfigError(f"config key '{where}.question_field': required for format 'math'")
+    if not hf.get("answer_field") and not hf.get("solution_field"):
+        raise ConfigError(
+            f"config key '{where}.answer_field': format 'math' needs answer_field or solution_field"
+        )
 
 
 def load_config(path: str | Path) -> dict:
@@ -107,59 +141,6 @@ def load_config(path: str | Path) -> dict:
         raise ConfigError(f"{path}: {err}") from None
 
 
-def resolve_run(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """A run's full settings: ``training`` overlaid with ``runs[name]``, plus its name.
-
-    Raises :class:`ConfigError` for settings that are individually valid but not together.
-    """
-    if name not in config["runs"]:
-        raise ConfigError(f"config key 'runs.{name}': no such run ({sorted(config['runs'])})")
-    settings = {**config["training"], **config["runs"][name], "run": name}
-    where = f"runs.{name}"
-    if settings["steps"] % settings["chunk_steps"]:
-        raise ConfigError(
-            f"config key '{where}.chunk_steps': {settings['chunk_steps']} does not divide "
-            f"steps={settings['steps']}"
-        )
-    horizon = settings["schedule_steps"]
-    if (
-        horizon is not None
-        and settings["steps"] > horizon
-        and settings["lr_schedule"] != "constant"
-    ):
-        raise ConfigError(
-            f"config key '{where}.steps': {settings['steps']} exceeds schedule_steps={horizon}, "
-            f"after which the {settings['lr_schedule']} schedule has decayed to its floor"
-        )
-    from mgrpo.algorithm.methods import method_from_settings
-
-    try:
-        method_from_settings(settings)
-    except ValueError as err:
-        key, _, message = str(err).partition(": ")
-        raise ConfigError(f"config key '{where}.{key}': {message}") from None
-    return settings
-
-
-def run_identity(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings that define what a run's checkpoints contain (everything but its length)."""
-    identity = {k: v for k, v in settings.items() if k not in NOT_IDENTITY}
-    if identity.get("schedule_steps") is None:
-        identity["schedule_steps"] = settings["steps"]
-    return identity
-
-
 def model_key(model: str) -> str:
     """File-system-safe name of a base model: ``Qwen/Qwen3-4B-Base`` -> ``Qwen--Qwen3-4B-Base``."""
     return model.replace("/", "--")
-
-
-def fingerprint(settings: Mapping[str, Any]) -> str:
-    """Short stable hash of a settings mapping (canonical JSON)."""
-    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def checkpoint_steps(settings: Mapping[str, Any]) -> list[int]:
-    """Chunk ends of a run: ``chunk_steps, 2*chunk_steps, ..., steps``."""
-    return list(range(settings["chunk_steps"], settings["steps"] + 1, settings["chunk_steps"]))

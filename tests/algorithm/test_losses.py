@@ -6,8 +6,16 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mgrpo.algorithm.losses import KL_CLAMP, clipped_surrogate, low_var_kl, policy_loss
+from mgrpo.algorithm.losses import (
+    KL_CLAMP,
+    LOG_RATIO_CLAMP,
+    clipped_surrogate,
+    low_var_kl,
+    policy_loss,
+)
 
 E = math.e
 
@@ -79,6 +87,140 @@ def test_clipped_surrogate_by_hand(ratio, adv, loss, clipped):
     out, mask = clipped_surrogate(log_prob, old, torch.tensor([adv]), clip_ratio=0.2)
     assert out.item() == pytest.approx(loss, abs=1e-6)
     assert bool(mask.item()) is clipped
+
+
+@pytest.mark.parametrize(
+    ("ratio", "adv", "clip_ratio_c", "loss"),
+    [
+        # A < 0, rho = 5 > c = 3: PPO gives max(5, 1.2) = 5; dual-clip caps it at c*|A| = 3
+        (5.0, -1.0, 3.0, 3.0),
+        # |A| = 2, rho = 4: max(8, 2.4) = 8 -> min(8, 6) = 6
+        (4.0, -2.0, 3.0, 6.0),
+        # the cap follows c: rho = 5, c = 4 -> 4
+        (5.0, -1.0, 4.0, 4.0),
+        # rho = 2.5 < c: the cap does not bind, plain PPO's 2.5
+        (2.5, -1.0, 3.0, 2.5),
+        # rho = 0.5, A < 0: the ordinary clip binds (0.8), far below the cap
+        (0.5, -1.0, 3.0, 0.8),
+        # A > 0: never capped, whatever rho: max(-5, -1.2) = -1.2; max(-20, -2.4) = -2.4
+        (5.0, 1.0, 3.0, -1.2),
+        (10.0, 2.0, 1.5, -2.4),
+        (0.1, 1.0, 1.5, -0.1),
+    ],
+)
+def test_dual_clip_by_hand(ratio, adv, clip_ratio_c, loss):
+    lp = torch.tensor([[math.log(ratio)]], requires_grad=True)
+    out, _ = clipped_surrogate(lp, torch.zeros(1, 1), torch.tensor([adv]), 0.2, clip_ratio_c)
+    assert out.item() == pytest.approx(loss, rel=1e-6)
+    out.sum().backward()
+    # d/dlp of -A*rho is -A*rho; a clipped or capped token has no gradient
+    binds = loss != pytest.approx(-adv * ratio, rel=1e-6)
+    assert lp.grad.item() == pytest.approx(0.0 if binds else -adv * ratio, rel=1e-6)
+
+
+@pytest.mark.parametrize("clip_ratio_c", [1.0, 0.5, -3.0])
+def test_dual_clip_bound_must_exceed_one(clip_ratio_c):
+    mask, adv, old = _batch()
+    with pytest.raises(ValueError, match="clip_ratio_c"):
+        policy_loss(old, old, None, adv, mask, clip_ratio_c=clip_ratio_c)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    clip_ratio=st.floats(0.05, 0.5),
+    clip_ratio_c=st.floats(1.01, 10.0),
+)
+def test_dual_clip_changes_nothing_below_its_bound(seed, clip_ratio, clip_ratio_c):
+    # Ratios in (1/c, c) -- ratio 1 included, the only one at one update per batch: the value
+    # and the gradient are plain PPO's, max(-A*rho, -A*clip(rho)), per token.
+    gen = torch.Generator().manual_seed(seed)
+    old = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+    log_c = math.log(clip_ratio_c)
+    shift = (torch.rand(4, 6, generator=gen, dtype=torch.float64) * 2 - 1) * 0.99 * log_c
+    shift[0] = 0.0  # a row at ratio exactly 1
+    adv = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+    for lp_start in (old.clone(), old + shift):
+        lp = lp_start.clone().requires_grad_(True)
+        out, _ = clipped_surrogate(lp, old, adv, clip_ratio, clip_ratio_c)
+        out.sum().backward()
+        ref_lp = lp_start.clone().requires_grad_(True)
+        ratio = torch.exp(ref_lp - old)
+        plain = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip_ratio, 1 + clip_ratio))
+        plain.sum().backward()
+        torch.testing.assert_close(out, plain)
+        torch.testing.assert_close(lp.grad, ref_lp.grad)
+    # at ratio 1 (row 0) the per-token loss is exactly -A
+    torch.testing.assert_close(out[0], -adv[0])
+
+
+def test_log_ratio_is_clamped_before_the_exponential():
+    assert LOG_RATIO_CLAMP == 20.0
+    # log-ratio 100 with A = 0: e^100 overflows float32 and 0 * inf would be NaN
+    lp = torch.tensor([[100.0]], requires_grad=True)
+    out, _ = clipped_surrogate(lp, torch.zeros(1, 1), torch.tensor([0.0]), 0.2)
+    assert out.item() == 0.0
+    out.sum().backward()
+    assert lp.grad.item() == 0.0
+    # the clamp is at 20: log-ratio 30, A = -1, no dual-clip in the way -> loss e^20
+    lp = torch.tensor([[30.0]])
+    out, _ = clipped_surrogate(lp, torch.zeros(1, 1), torch.tensor([-1.0]), 0.2, 1e30)
+    assert out.item() == pytest.approx(math.exp(20.0), rel=1e-6)
+    # ... and at -20: log-ratio -30, A = 1, clip disabled by a huge eps -> loss -e^-20
+    out, _ = clipped_surrogate(-lp, torch.zeros(1, 1), torch.tensor([1.0]), 1e9)
+    assert out.item() == pytest.approx(-math.exp(-20.0), rel=1e-6)
+
+
+def test_policy_loss_with_a_huge_log_ratio_and_zero_advantage_is_finite():
+    mask, _, old = _batch()
+    lp = old.clone()
+    lp[0, 0] += 100.0
+    out = policy_loss(lp, old, None, torch.tensor([0.0, 0.0]), mask)
+    assert out.loss.item() == 0.0
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", ["log_prob", "old_log_prob", "ref_log_prob", "advantages", "all"])
+def test_padding_cannot_poison_the_loss_or_its_gradient(where, poison):
+    # NaN / inf in the padded positions of any input must leave the value and the gradient
+    # exactly as with clean padding. (Poisoning one input at a time matters: a NaN log-prob is
+    # stopped by the log-ratio clamp's backward, a NaN advantage next to a finite one is not.)
+    mask, _, old = _batch()
+    inputs = {
+        "log_prob": old + torch.tensor([[0.1, -0.2, 0.0], [0.3, 0.0, -0.1]]),
+        "old_log_prob": old,
+        "ref_log_prob": old + 0.3,
+        "advantages": torch.tensor([[1.0, 0.5, 0.0], [-1.0, -2.0, 0.5]]),
+    }
+    pad = ~mask.bool()
+    poisoned = {
+        name: value.masked_fill(pad, poison) if where in (name, "all") else value
+        for name, value in inputs.items()
+    }
+    grads = []
+    outs = []
+    for batch in (inputs, poisoned):
+        lp = batch["log_prob"].clone().requires_grad_(True)
+        out = policy_loss(
+            lp,
+            batch["old_log_prob"],
+            batch["ref_log_prob"],
+            batch["advantages"],
+            mask,
+            kl_coef=0.1,
+        )
+        out.loss.backward()
+        outs.append(out)
+        grads.append(lp.grad)
+    clean, dirty = outs
+    assert torch.isfinite(dirty.loss)
+    assert dirty.loss.item() == pytest.approx(clean.loss.item(), abs=1e-7)
+    assert (dirty.pg_loss, dirty.kl, dirty.clip_frac) == pytest.approx(
+        (clean.pg_loss, clean.kl, clean.clip_frac), abs=1e-7
+    )
+    assert torch.isfinite(grads[1]).all()
+    torch.testing.assert_close(grads[1], grads[0])
+    assert (grads[1][pad] == 0).all()
 
 
 def test_clipped_surrogate_ratio_uses_old_log_prob():

@@ -1,4 +1,4 @@
-"""Sampling and scoring plumbing of the local engine, on the tiny toy model."""
+"""The shared causal-LM code (``mgrpo.lm``): sampling and scoring on the tiny toy model."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mgrpo import lm
 from mgrpo.algorithm.entropy import trajectory_mean
 from mgrpo.data import read_problems
-from mgrpo.engines.local import lm
 
 
 @pytest.fixture(scope="module")

@@ -14,32 +14,28 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import tiny_config
+from support import run_settings
 
 from mgrpo.algorithm.filtering import iqr_keep_mask
 from mgrpo.algorithm.groups import score_group
-from mgrpo.algorithm.methods import method_from_settings
 from mgrpo.algorithm.signals import LABEL_FREE_SIGNALS, step_signals
-from mgrpo.config import resolve_run, run_identity
+from mgrpo.engines import ChunkPaths
 from mgrpo.engines.local import trainer as trainer_module
-from mgrpo.engines.local.trainer import ChunkPaths, TrainingDiverged, lr_multiplier, train_chunk
+from mgrpo.engines.local.trainer import TrainingDiverged, lr_multiplier, train_chunk
 from mgrpo.io import read_jsonl
+from mgrpo.run_layout import METRICS_FIELDS, ROLLOUT_COLUMNS, ROLLOUT_DTYPES
+from mgrpo.settings import RunSettings
 
 pytestmark = pytest.mark.slow
 TIMING_KEYS = {"step_time", "sample_time"}
 
 
-def settings_for(toy_dir: Path, **training) -> dict:
-    settings = run_identity(resolve_run(tiny_config(**training), "run"))
-    return {
-        **settings,
-        "model_path": str(toy_dir / "model"),
-        "train_data": str(toy_dir / "data" / "train.parquet"),
-    }
-
-
-def chunk(settings: dict, out: Path, start: int, end: int, init: Path) -> ChunkPaths:
+def chunk(
+    toy_dir: Path, settings: RunSettings, out: Path, start: int, end: int, init: Path
+) -> ChunkPaths:
     paths = ChunkPaths(
+        base_model=toy_dir / "model",
+        train_data=toy_dir / "data" / "train.parquet",
         init=init,
         checkpoint=out / f"step{end}",
         metrics=out / f"metrics{end}.jsonl",
@@ -68,10 +64,10 @@ MGRPO = {"method": "mgrpo", "iqr": True, "rollouts": 4, "momentum_rollouts": 1}
 
 
 def test_two_chunks_equal_one_chunk_bit_for_bit(toy_dir: Path, tmp_path: Path) -> None:
-    settings = settings_for(toy_dir, **MGRPO)
-    whole = chunk(settings, tmp_path / "whole", 0, 4, toy_dir / "model")
-    first = chunk(settings, tmp_path / "split", 0, 2, toy_dir / "model")
-    second = chunk(settings, tmp_path / "split", 2, 4, first.checkpoint)
+    settings = run_settings(**MGRPO)
+    whole = chunk(toy_dir, settings, tmp_path / "whole", 0, 4, toy_dir / "model")
+    first = chunk(toy_dir, settings, tmp_path / "split", 0, 2, toy_dir / "model")
+    second = chunk(toy_dir, settings, tmp_path / "split", 2, 4, first.checkpoint)
 
     for part in ("policy", "momentum"):
         assert_same_weights(weights(whole.checkpoint, part), weights(second.checkpoint, part))
@@ -87,31 +83,50 @@ def test_two_chunks_equal_one_chunk_bit_for_bit(toy_dir: Path, tmp_path: Path) -
 
 
 def test_chunk_outputs_and_resume_state_cleanup(toy_dir: Path, tmp_path: Path) -> None:
-    settings = settings_for(toy_dir, **MGRPO, resume_every=1)
-    paths = chunk(settings, tmp_path, 0, 2, toy_dir / "model")
+    settings = run_settings(**MGRPO, resume_every=1)
+    paths = chunk(toy_dir, settings, tmp_path, 0, 2, toy_dir / "model")
     manifest = json.loads((paths.checkpoint / "checkpoint.json").read_text())
-    assert manifest["step"] == 2 and manifest["run"] == "run"
+    # The checkpoint is named by the same fingerprint the workflow passes to evaluation.
+    assert manifest == {
+        "run": "run",
+        "step": 2,
+        "engine": "local",
+        "identity": settings.fingerprint,
+        "method": "M-GRPO+IQR",
+    }
     for name in ("policy/config.json", "policy/tokenizer.json", "momentum/model.safetensors"):
         assert (paths.checkpoint / name).exists(), name
     assert not paths.resume.exists()
     assert [m["step"] for m in read_jsonl(paths.metrics)] == [1, 2]
 
 
+def test_outputs_have_exactly_the_run_layout_columns(toy_dir: Path, tmp_path: Path) -> None:
+    """Metrics and rollouts carry the columns of mgrpo.run_layout, no more, no fewer."""
+    # resume_every=1: the final rollouts are concatenated from resume parts, as after a kill.
+    paths = chunk(toy_dir, run_settings(**MGRPO, resume_every=1), tmp_path, 0, 2, toy_dir / "model")
+    for line in read_jsonl(paths.metrics):
+        assert set(line) == set(METRICS_FIELDS)
+    rollouts = pd.read_parquet(paths.rollouts)
+    assert {c: str(t) for c, t in rollouts.dtypes.items()} == ROLLOUT_DTYPES
+    assert list(rollouts.columns) == list(ROLLOUT_COLUMNS)
+
+
 def test_rollout_records_are_what_the_loss_used(
     toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = settings_for(toy_dir, **MGRPO)
+    settings = run_settings(**MGRPO, clip_ratio_c=2.5)
     used: list[torch.Tensor] = []
     real_loss = trainer_module.policy_loss
 
     def spy(log_prob, old_log_prob, ref_log_prob, advantages, *args, **kwargs):
         used.append(advantages.detach().clone())
+        assert kwargs["clip_ratio_c"] == 2.5  # the run's dual-clip bound reaches the loss
         return real_loss(log_prob, old_log_prob, ref_log_prob, advantages, *args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "policy_loss", spy)
-    paths = chunk(settings, tmp_path, 0, 2, toy_dir / "model")
+    paths = chunk(toy_dir, settings, tmp_path, 0, 2, toy_dir / "model")
     records = pd.read_parquet(paths.rollouts)
-    method = method_from_settings(settings)
+    method = settings.method
     group_size = method.group_size
     assert len(records) == 2 * settings["prompts_per_step"] * group_size
 
@@ -156,7 +171,7 @@ def test_rollout_records_are_what_the_loss_used(
 def test_nan_loss_stops_and_keeps_last_good_state(
     toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = settings_for(toy_dir, method="srt", resume_every=1)
+    settings = run_settings(method="srt", resume_every=1)
     real_loss = trainer_module.policy_loss
     calls = {"n": 0}
 
@@ -171,7 +186,7 @@ def test_nan_loss_stops_and_keeps_last_good_state(
     monkeypatch.setattr(trainer_module, "policy_loss", poisoned)
     out = tmp_path / "nan"
     with pytest.raises(TrainingDiverged, match="step 2: loss is nan"):
-        chunk(settings, out, 0, 4, toy_dir / "model")
+        chunk(toy_dir, settings, out, 0, 4, toy_dir / "model")
     assert not (out / "step4").exists() and not (out / "metrics4.jsonl").exists()
     latest = json.loads((out / "resume4" / "latest.json").read_text())
     assert latest["step"] == 1
@@ -179,27 +194,27 @@ def test_nan_loss_stops_and_keeps_last_good_state(
 
 
 def test_checkpoint_of_other_settings_is_refused(toy_dir: Path, tmp_path: Path) -> None:
-    settings = settings_for(toy_dir, method="srt")
-    first = chunk(settings, tmp_path, 0, 2, toy_dir / "model")
-    changed = {**settings, "lr": settings["lr"] * 2}
+    settings = run_settings(method="srt")
+    first = chunk(toy_dir, settings, tmp_path, 0, 2, toy_dir / "model")
+    changed = settings.replace(lr=settings["lr"] * 2)
     with pytest.raises(ValueError, match="must restart from step 0"):
-        chunk(changed, tmp_path / "b", 2, 4, first.checkpoint)
+        chunk(toy_dir, changed, tmp_path / "b", 2, 4, first.checkpoint)
 
 
 def test_killed_chunk_resumes_to_identical_result(toy_dir: Path, tmp_path: Path) -> None:
     """SIGKILL a real training process mid-chunk; the rerun continues from its resume state."""
-    settings = settings_for(toy_dir, **MGRPO, resume_every=2)
+    settings = run_settings(**MGRPO, resume_every=2)
     steps = 10
-    reference = chunk(settings, tmp_path / "reference", 0, steps, toy_dir / "model")
+    reference = chunk(toy_dir, settings, tmp_path / "reference", 0, steps, toy_dir / "model")
 
     out = tmp_path / "killed"
     command = [
         sys.executable, "-m", "mgrpo", "train",
-        "--settings", json.dumps(settings),
-        "--base-model", settings["model_path"],
-        "--train-data", settings["train_data"],
+        "--settings", settings.to_json(),
+        "--base-model", str(toy_dir / "model"),
+        "--train-data", str(toy_dir / "data" / "train.parquet"),
         "--start", "0", "--end", str(steps),
-        "--init", settings["model_path"],
+        "--init", str(toy_dir / "model"),
         "--checkpoint", str(out / f"step{steps}"),
         "--metrics", str(out / "metrics.jsonl"),
         "--rollouts", str(out / "rollouts.parquet"),
@@ -273,8 +288,8 @@ def test_lr_multiplier_constant_after_warmup() -> None:
 def test_every_method_trains_and_records_its_reward(
     toy_dir: Path, tmp_path: Path, overrides: dict
 ) -> None:
-    settings = settings_for(toy_dir, **overrides)
-    paths = chunk(settings, tmp_path, 0, 2, toy_dir / "model")
+    settings = run_settings(**overrides)
+    paths = chunk(toy_dir, settings, tmp_path, 0, 2, toy_dir / "model")
     records = pd.read_parquet(paths.rollouts)
     trained = records[records["trained"]]
     assert len(trained) > 0

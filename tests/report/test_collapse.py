@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import run_settings
 
 from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
 from mgrpo.report.collapse import COLLAPSE_COLUMNS, Collapse, collapse_table, detect_collapse
@@ -116,11 +117,6 @@ def flat_metrics(runs: dict) -> pd.DataFrame:
     )
 
 
-def _settings(method: str, rollouts: int = 8) -> dict:
-    return {"method": method, "iqr": None, "iqr_k": 0.75, "rollouts": rollouts,
-            "momentum_rollouts": None, "steps": 20, "chunk_steps": 10}  # fmt: skip
-
-
 def test_collapse_table_one_row_per_run_on_select_on_only():
     evals = pd.DataFrame(
         [
@@ -130,7 +126,7 @@ def test_collapse_table_one_row_per_run_on_select_on_only():
         ],
         columns=["run", "step", "benchmark", "accuracy"],
     )  # fmt: skip
-    runs = {"srt": _settings("srt"), "mg": {**_settings("mgrpo"), "iqr": True}}
+    runs = {"srt": run_settings("srt", method="srt"), "mg": run_settings("mg", method="mgrpo")}
     table = collapse_table(evals, flat_metrics(runs), runs, "math", MARGIN, RULE)
     assert tuple(table.columns) == COLLAPSE_COLUMNS
     assert table["run"].tolist() == ["srt", "mg"]
@@ -150,7 +146,7 @@ def test_collapse_table_names_a_run_without_evaluations():
         [("srt", 0, "aime", 0.1)], columns=["run", "step", "benchmark", "accuracy"]
     )
     with pytest.raises(ValueError, match="run 'srt' on benchmark 'math'"):
-        runs = {"srt": _settings("srt")}
+        runs = {"srt": run_settings("srt")}
         collapse_table(evals, flat_metrics(runs), runs, "math", MARGIN, RULE)
 
 
@@ -160,7 +156,7 @@ def test_collapse_table_names_a_run_without_metrics():
     )
     metrics = flat_metrics({"mg": {}})
     with pytest.raises(ValueError, match="no training metrics of run 'srt'"):
-        collapse_table(evals, metrics, {"srt": _settings("srt")}, "math", MARGIN, RULE)
+        collapse_table(evals, metrics, {"srt": run_settings("srt")}, "math", MARGIN, RULE)
 
 
 def test_table_names_default_and_configured():

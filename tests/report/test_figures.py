@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+from support import run_settings
 
 from mgrpo.report import FIGURES, LABEL_FREE_FIGURES
 from mgrpo.report.cli import add_report_parser
@@ -34,12 +35,11 @@ CURVES = {
 }
 
 
-def settings(method: str, rollouts: int) -> dict:
-    return {"method": method, "iqr": None, "iqr_k": 0.75, "rollouts": rollouts,
-            "momentum_rollouts": None, "steps": 40, "chunk_steps": 20}  # fmt: skip
-
-
-RUNS = {"srt": settings("srt", 8), "srt16": settings("srt", 16), "mg": settings("mgrpo", 16)}
+RUNS = {
+    "srt": run_settings("srt", method="srt", rollouts=8),
+    "srt16": run_settings("srt16", method="srt", rollouts=16),
+    "mg": run_settings("mg", method="mgrpo", rollouts=16),
+}
 
 
 def write_inputs(root: Path, runs: dict, null_metrics: bool = False) -> tuple[list, list]:
@@ -84,7 +84,8 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def run_figures(tmp_path: Path, runs: dict, null_metrics: bool = False) -> Path:
     evals, metrics = write_inputs(tmp_path, runs, null_metrics)
-    config = json.dumps({"runs": runs, "benchmarks": BENCHMARKS,
+    config = json.dumps({"runs": {n: s.to_dict() for n, s in runs.items()},
+                         "benchmarks": BENCHMARKS,
                          "report": {"select_on": "math", "collapse_margin": 0.05}})  # fmt: skip
     csv = str(tmp_path / "collapse.csv")
     report("collapse", "--config", config, "--evals", *evals, "--metrics", *metrics, "--out", csv)

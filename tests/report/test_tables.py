@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from support import run_settings
 
 from mgrpo.report.cli import add_report_parser
 from mgrpo.report.results import load_evals, load_metrics, run_labels
+from mgrpo.settings import RunSettings
 
 BENCHMARKS = ["math", "aime"]
 # run -> step -> (math, aime). srt ties its best at 10 and 20 (earliest wins) and collapses.
@@ -19,12 +21,11 @@ CURVES = {
 }
 
 
-def settings(method: str, rollouts: int = 8) -> dict:
-    return {"method": method, "iqr": method == "mgrpo", "iqr_k": 0.75, "rollouts": rollouts,
-            "momentum_rollouts": None, "steps": 30, "chunk_steps": 10}  # fmt: skip
+def settings(name: str, method: str, rollouts: int = 8) -> RunSettings:
+    return run_settings(name, method=method, rollouts=rollouts)
 
 
-RUNS = {"srt": settings("srt"), "mg": settings("mgrpo")}
+RUNS = {"srt": settings("srt", "srt"), "mg": settings("mg", "mgrpo")}
 
 
 def write_evals(root: Path, curves: dict = CURVES) -> list[str]:
@@ -57,7 +58,8 @@ def write_metrics(root: Path, runs: dict = RUNS) -> list[str]:
 
 def config(tables: dict | None = None, select_on: str | None = None) -> str:
     report = {"select_on": select_on, "collapse_margin": 0.05, "tables": tables or {}}
-    return json.dumps({"runs": RUNS, "benchmarks": BENCHMARKS, "report": report})
+    runs = {name: s.to_dict() for name, s in RUNS.items()}
+    return json.dumps({"runs": runs, "benchmarks": BENCHMARKS, "report": report})
 
 
 def report(*argv: str) -> None:
@@ -224,11 +226,11 @@ def test_load_metrics_nulls_and_errors_with_line(tmp_path):
 
 def test_run_labels_are_unique_and_paper_style():
     runs = {
-        "srt8": settings("srt", 8),
-        "srt16": settings("srt", 16),
-        "mg": settings("mgrpo"),
-        "a": settings("intuitor"),
-        "b": settings("intuitor"),
+        "srt8": settings("srt8", "srt", 8),
+        "srt16": settings("srt16", "srt", 16),
+        "mg": settings("mg", "mgrpo"),
+        "a": settings("a", "intuitor"),
+        "b": settings("b", "intuitor"),
     }
     assert run_labels(runs) == {
         "srt8": "SRT.G8",

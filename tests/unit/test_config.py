@@ -1,4 +1,4 @@
-"""Config validation: defaults, cross-key rules, run resolution and identity."""
+"""Config validation: defaults, cross-key rules and the keys errors name."""
 
 from __future__ import annotations
 
@@ -7,16 +7,8 @@ import copy
 import pytest
 from support import REPO
 
-from mgrpo.config import (
-    ConfigError,
-    checkpoint_steps,
-    fingerprint,
-    load_config,
-    model_key,
-    resolve_run,
-    run_identity,
-    validate_config,
-)
+from mgrpo.config import ConfigError, load_config, model_key, validate_config
+from mgrpo.settings import resolve_run_settings
 
 MINIMAL = {"runs": {"a": {}}, "benchmarks": {"t": {"source": "toy", "split": "test"}}}
 
@@ -25,6 +17,7 @@ def test_defaults_are_filled_in() -> None:
     cfg = validate_config(MINIMAL)
     assert cfg["training"]["lr"] == 1e-6  # the paper's learning rate
     assert cfg["training"]["iqr_k"] == 0.75
+    assert cfg["training"]["clip_ratio_c"] == 3.0  # verl's dual-clip default
     assert cfg["benchmarks"]["t"]["temperature"] == 0.8
     assert cfg["data"]["toy"]["splits"]["train"] == 2000
     assert cfg["report"]["collapse_margin"] == 0.05
@@ -42,8 +35,12 @@ def test_input_is_not_mutated() -> None:
         ({"training": {"lr": -1}}, "training.lr"),
         ({"training": {"method": "ppo"}}, "training.method"),
         ({"training": {"nonsense": 1}}, "training"),
+        ({"training": {"clip_ratio_c": 1.0}}, "training.clip_ratio_c"),  # must exceed 1
+        ({"runs": {"a": {"clip_ratio_c": None}}}, "runs.a.clip_ratio_c"),  # no off switch
         ({"runs": {"a": {"rollouts": 0}}}, "runs.a.rollouts"),
         ({"runs": {"a": {"steps": 10, "chunk_steps": 3}}}, "runs.a.chunk_steps"),
+        ({"training": {"steps": 10, "chunk_steps": 3}}, "training.chunk_steps"),
+        ({"training": {"method": "srt", "momentum_rollouts": 2}}, "training.momentum_rollouts"),
         ({"runs": {"a": {"method": "srt", "momentum_rollouts": 2}}}, "runs.a.momentum_rollouts"),
         (
             {"runs": {"a": {"method": "mgrpo", "rollouts": 4, "momentum_rollouts": 4}}},
@@ -83,35 +80,6 @@ def test_errors_name_the_key(patch: dict, key: str) -> None:
         validate_config(raw)
 
 
-def test_run_overrides_shared_training_settings() -> None:
-    cfg = validate_config(
-        {**MINIMAL, "training": {"lr": 2e-5, "rollouts": 16}, "runs": {"a": {"rollouts": 8}}}
-    )
-    settings = resolve_run(cfg, "a")
-    assert (settings["lr"], settings["rollouts"], settings["run"]) == (2e-5, 8, "a")
-
-
-def test_identity_excludes_only_the_run_length() -> None:
-    cfg = validate_config(
-        {**MINIMAL, "training": {"steps": 100, "chunk_steps": 50, "schedule_steps": 400}}
-    )
-    longer = validate_config(
-        {**MINIMAL, "training": {"steps": 200, "chunk_steps": 50, "schedule_steps": 400}}
-    )
-    a, b = resolve_run(cfg, "a"), resolve_run(longer, "a")
-    assert fingerprint(run_identity(a)) == fingerprint(run_identity(b))
-    other_lr = {**a, "lr": 3e-6}
-    assert fingerprint(run_identity(other_lr)) != fingerprint(run_identity(a))
-
-
-def test_unset_horizon_follows_steps() -> None:
-    settings = resolve_run(
-        validate_config({**MINIMAL, "training": {"steps": 300, "chunk_steps": 100}}), "a"
-    )
-    assert run_identity(settings)["schedule_steps"] == 300
-    assert checkpoint_steps(settings) == [100, 200, 300]
-
-
 def test_model_key_is_path_safe() -> None:
     assert model_key("Qwen/Qwen3-4B-Base") == "Qwen--Qwen3-4B-Base"
     assert model_key("toy") == "toy"
@@ -130,7 +98,7 @@ def test_model_key_is_path_safe() -> None:
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = load_config(REPO / "config" / name)
     for run in cfg["runs"]:
-        resolve_run(cfg, run)
+        resolve_run_settings(cfg, run)
 
 
 def test_load_config_names_the_file(tmp_path) -> None:
@@ -144,14 +112,15 @@ def test_label_free_development_runs_are_the_scored_design_on_other_seeds() -> N
     # The label-free rule was chosen on toy-seeds-dev and is scored on toy-seeds: the two must
     # differ in the seed alone, and share no seed.
     from mgrpo.report.seeds import seed_groups
+    from mgrpo.settings import resolve_run_settings
 
     dev = load_config(REPO / "config/experiments/toy-seeds-dev.yaml")
     scored = load_config(REPO / "config/experiments/toy-seeds.yaml")
     assert {k: v for k, v in dev.items() if k != "runs"} == {
         k: v for k, v in scored.items() if k != "runs"
     }
-    dev_runs = {name: resolve_run(dev, name) for name in dev["runs"]}
-    scored_runs = {name: resolve_run(scored, name) for name in scored["runs"]}
+    dev_runs = {name: resolve_run_settings(dev, name) for name in dev["runs"]}
+    scored_runs = {name: resolve_run_settings(scored, name) for name in scored["runs"]}
     dev_arms, scored_arms = seed_groups(dev_runs), seed_groups(scored_runs)
     assert list(dev_arms) == list(scored_arms)
     assert all(len(runs) >= 3 for runs in scored_arms.values())

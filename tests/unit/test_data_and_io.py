@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mgrpo.algorithm.answers import extract_answer
 from mgrpo.data import read_problems
 from mgrpo.hf_data import write_hf_problems
 from mgrpo.io import atomic_path, read_jsonl, write_jsonl
@@ -25,6 +26,31 @@ def test_read_problems_normalises_answers(tmp_path: Path) -> None:
     )
     problems = read_problems(path)
     assert problems.ids == ["a", "b"] and problems.answers == ["1000", None]
+
+
+def test_file_answers_and_boxed_rollouts_normalise_into_one_class(tmp_path: Path) -> None:
+    # The truth comes from a file (read_problems), the rollout from a box (extract_answer): the
+    # two must land in one answer class whichever form each side wrote.
+    truths = [
+        "\\$5",
+        "5\\text{ dollars}",
+        "\\frac12",
+        "a=3",
+        "\\sqrt3",
+        "(C)",
+        "\\text{yes}",
+        "1{,}000",
+    ]
+    rollouts = ["5 dollars", "\\$5.00", "0.50", "x = 3", "\\sqrt{3}", "\\text{(C)}", "yes", "1000"]
+    path = write(
+        tmp_path / "p.parquet",
+        id=[str(i) for i in range(len(truths))],
+        question=["q"] * len(truths),
+        answer=truths,
+    )
+    answers = read_problems(path).answers
+    assert answers == ["5", "5", "0.5", "3", "\\sqrt{3}", "C", "yes", "1000"]
+    assert answers == [extract_answer(f"so \\boxed{{{r}}}") for r in rollouts]
 
 
 @pytest.mark.parametrize(
@@ -66,7 +92,7 @@ def test_hf_conversion_from_answers_and_from_boxed_solutions(tmp_path: Path) -> 
     out = tmp_path / "out.parquet"
     assert write_hf_problems({**spec, "solution_field": "solution"}, out) == 2
     problems = read_problems(out)
-    assert problems.answers == ["2", "\\frac{1}{2}"]
+    assert problems.answers == ["2", "0.5"]
     assert (
         problems.questions[0].startswith("What is 1+1?\n") and "\\boxed{}" in problems.questions[0]
     )

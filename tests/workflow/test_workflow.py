@@ -14,7 +14,8 @@ import pytest
 import yaml
 from support import REPO, TINY_TOY, TINY_TRAINING
 
-from mgrpo.config import checkpoint_steps, load_config, resolve_run
+from mgrpo.config import load_config
+from mgrpo.settings import resolve_run_settings
 
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 REPORT_RULES = {"collapse", "tables", "figures", "all"}
@@ -76,7 +77,7 @@ def tiny_workflow_config() -> dict:
 def test_workflow_parsing_does_not_import_torch() -> None:
     # Every SLURM job re-parses the Snakefile; importing torch there would cost seconds each.
     code = (
-        "import sys, mgrpo.config, mgrpo.report, mgrpo.algorithm.methods\n"
+        "import sys, mgrpo.config, mgrpo.settings, mgrpo.engines, mgrpo.report\n"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -86,8 +87,8 @@ def test_workflow_parsing_does_not_import_torch() -> None:
 def test_dry_run_dag_shape(tmp_path: Path, config_name: str) -> None:
     config = load_config(REPO / "config" / config_name)
     shutil.copy(REPO / "config" / config_name, tmp_path / "config.yaml")
-    runs = {name: resolve_run(config, name) for name in config["runs"]}
-    chunks = sum(len(checkpoint_steps(s)) for s in runs.values())
+    runs = {name: resolve_run_settings(config, name) for name in config["runs"]}
+    chunks = sum(len(s.checkpoint_steps) for s in runs.values())
     benches = len(config["benchmarks"])
     toy = config["training"]["model"] == "toy"
     models = {s["model"] for s in runs.values()}

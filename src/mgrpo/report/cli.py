@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mgrpo.settings import RunSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 class ReportConfig:
     """The slice of the workflow config the report needs (``--config``, built by the rules)."""
 
-    runs: dict[str, dict[str, Any]]
+    runs: dict[str, RunSettings]
     benchmarks: list[str]
     report: dict[str, Any]
 
@@ -53,7 +55,14 @@ class ReportConfig:
             raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
         if not isinstance(raw, dict) or not {"runs", "benchmarks"} <= raw.keys():
             raise argparse.ArgumentTypeError("expected an object with 'runs' and 'benchmarks'")
-        config = cls(dict(raw["runs"]), list(raw["benchmarks"]), dict(raw.get("report") or {}))
+        from mgrpo.config import ConfigError
+        from mgrpo.settings import RunSettings
+
+        try:
+            runs = {name: RunSettings.from_dict(values) for name, values in raw["runs"].items()}
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        config = cls(runs, list(raw["benchmarks"]), dict(raw.get("report") or {}))
         if not config.runs or not config.benchmarks:
             raise argparse.ArgumentTypeError("need at least one run and one benchmark")
         if config.select_on not in config.benchmarks:

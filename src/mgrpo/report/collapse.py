@@ -20,13 +20,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from mgrpo.algorithm.methods import method_from_settings
 from mgrpo.report.label_free import LabelFreeRule, warning_columns
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mgrpo.settings import RunSettings
 
 COLLAPSE_COLUMNS = (
     "run",
@@ -98,7 +99,7 @@ def detect_collapse(steps: Sequence[int], accuracies: Sequence[float], margin: f
 def collapse_table(
     evals_df: pd.DataFrame,
     metrics_df: pd.DataFrame,
-    runs: Mapping[str, Mapping[str, Any]],
+    runs: Mapping[str, RunSettings],
     select_on: str,
     margin: float,
     rule: LabelFreeRule,
@@ -119,11 +120,10 @@ def collapse_table(
         if metrics.empty:
             raise ValueError(f"no training metrics of run {run!r}")
         verdict = detect_collapse(curve["step"].tolist(), curve["accuracy"].tolist(), margin)
-        label = method_from_settings(dict(settings)).label
         rows.append(
             {
                 "run": run,
-                "method": label,
+                "method": settings.method.label,
                 "benchmark": select_on,
                 **asdict(verdict),
                 **warning_columns(curve, metrics, rule),

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -25,6 +25,9 @@ from matplotlib.lines import Line2D
 
 from mgrpo.io import atomic_path
 from mgrpo.report import FIGURES
+
+if TYPE_CHECKING:
+    from mgrpo.settings import RunSettings
 
 DPI = 120
 SMOOTH_WINDOW = 10  # training steps in the rolling mean of noisy per-step metrics
@@ -46,7 +49,7 @@ class FigureData:
     evals: pd.DataFrame
     metrics: pd.DataFrame
     collapse: pd.DataFrame
-    runs: Mapping[str, Mapping[str, Any]]
+    runs: Mapping[str, RunSettings]
     labels: Mapping[str, str]
     benchmarks: Sequence[str]
     select_on: str

@@ -10,11 +10,12 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mgrpo.algorithm.methods import method_from_settings
+if TYPE_CHECKING:
+    from mgrpo.settings import RunSettings
 
 EVAL_KEYS = ("run", "step", "benchmark")
 METRICS_KEYS = ("run", "step")
@@ -123,13 +124,13 @@ def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
     return frame.sort_values(list(METRICS_KEYS), ignore_index=True)
 
 
-def run_labels(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+def run_labels(runs: Mapping[str, RunSettings]) -> dict[str, str]:
     """Display name of each run, unique within the report, in the paper's style.
 
     The method label (``SRT``, ``M-GRPO+IQR``) when only one run has it; ``M-GRPO+IQR.G8``
     (Table 3) when runs differ in G only; the run's own name when even that is ambiguous.
     """
-    method = {run: method_from_settings(dict(s)).label for run, s in runs.items()}
+    method = {run: s.method.label for run, s in runs.items()}
     by_g = {run: f"{method[run]}.G{runs[run]['rollouts']}" for run in runs}
     labels = {}
     for run in runs:

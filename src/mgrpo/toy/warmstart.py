@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mgrpo.engines.local.lm import (
+from mgrpo.lm import (
     RolloutBatch,
     encode_prompts,
     left_pad,

@@ -1,20 +1,12 @@
-"""Trainer state on disk: the checkpoint layout shared by both engines.
+"""The local engine's checkpoints: the shared layout (:mod:`mgrpo.run_layout`) plus its own
+resume state, ``trainer_state.pt`` (optimizer, LR schedule, RNG states, data cursor).
 
-::
-
-    step{N}/
-      policy/             Hugging Face directory of pi_q (what evaluation loads)
-      momentum/           Hugging Face directory of pi_k (methods with momentum rollouts)
-      trainer_state.pt    engine-specific: optimizer, LR schedule, RNG states, data cursor
-      checkpoint.json     run, step, engine, settings fingerprint (written last)
-
-A directory is written under a temporary name and renamed into place, so a ``step{N}`` that
-exists is complete.
+A checkpoint is assembled under a temporary name and renamed into place, manifest last, so a
+``step{N}`` that exists is complete.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mgrpo.io import atomic_path, write_json
+from mgrpo.io import atomic_path
+from mgrpo.run_layout import MOMENTUM_DIR, POLICY_DIR, CheckpointManifest, write_manifest
 
-MANIFEST = "checkpoint.json"
+TRAINER_STATE = "trainer_state.pt"
 
 
 @dataclass
@@ -69,29 +62,23 @@ def save_checkpoint(
     momentum: Any | None,
     tokenizer: Any,
     state: TrainerState,
-    manifest: dict[str, Any],
+    manifest: CheckpointManifest,
 ) -> None:
     """Write a complete checkpoint directory atomically."""
+    if manifest.step != state.step or manifest.engine != "local":
+        raise ValueError(f"manifest {manifest} does not describe this local trainer state")
     with atomic_path(path, directory=True) as tmp:
-        policy.save_pretrained(tmp / "policy", safe_serialization=True)
-        tokenizer.save_pretrained(tmp / "policy")
+        policy.save_pretrained(tmp / POLICY_DIR, safe_serialization=True)
+        tokenizer.save_pretrained(tmp / POLICY_DIR)
         if momentum is not None:
-            momentum.save_pretrained(tmp / "momentum", safe_serialization=True)
-            tokenizer.save_pretrained(tmp / "momentum")
+            momentum.save_pretrained(tmp / MOMENTUM_DIR, safe_serialization=True)
+            tokenizer.save_pretrained(tmp / MOMENTUM_DIR)
         payload = {**asdict(state), "cursor": asdict(state.cursor)}
-        torch.save(payload, tmp / "trainer_state.pt")
-        write_json(tmp / MANIFEST, {**manifest, "step": state.step, "engine": "local"})
-
-
-def read_manifest(path: str | Path) -> dict[str, Any] | None:
-    """The checkpoint's manifest, or None if ``path`` is not a (complete) checkpoint."""
-    file = Path(path) / MANIFEST
-    if not file.exists():
-        return None
-    return json.loads(file.read_text())
+        torch.save(payload, tmp / TRAINER_STATE)
+        write_manifest(tmp, manifest)
 
 
 def load_trainer_state(path: str | Path) -> TrainerState:
-    payload = torch.load(Path(path) / "trainer_state.pt", weights_only=False)
+    payload = torch.load(Path(path) / TRAINER_STATE, weights_only=False)
     payload["cursor"] = DataCursor(**payload["cursor"])
     return TrainerState(**payload)

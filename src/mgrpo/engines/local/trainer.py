@@ -20,31 +20,31 @@ import math
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from mgrpo import lm
 from mgrpo.algorithm.answers import extract_answer, math_verify_equal
 from mgrpo.algorithm.ema import ema_update_
 from mgrpo.algorithm.entropy import trajectory_mean
 from mgrpo.algorithm.groups import GroupScore, score_group
 from mgrpo.algorithm.losses import policy_loss
-from mgrpo.algorithm.methods import Method, method_from_settings
-from mgrpo.algorithm.signals import step_signals
-from mgrpo.config import fingerprint, run_identity
+from mgrpo.algorithm.methods import Method
 from mgrpo.data import read_problems
-from mgrpo.engines.local import lm
+from mgrpo.engines import ChunkPaths
 from mgrpo.engines.local.records import ChunkRecorder
 from mgrpo.engines.local.state import (
     DataCursor,
     TrainerState,
     load_trainer_state,
-    read_manifest,
     save_checkpoint,
 )
+from mgrpo.run_layout import MOMENTUM_DIR, POLICY_DIR, CheckpointManifest, read_manifest
+from mgrpo.settings import RunSettings
+from mgrpo.step_records import ScoredPool, rollout_records, step_metrics
 
 
 class TrainingDiverged(RuntimeError):
@@ -67,34 +67,23 @@ def lr_multiplier(step: int, settings: Mapping[str, Any]) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-@dataclass
-class ChunkPaths:
-    """Where a chunk reads from and writes to (the rule's input and outputs)."""
-
-    init: Path  # the base model (start == 0) or the checkpoint at `start`
-    checkpoint: Path  # checkpoint written at `end`
-    metrics: Path  # JSON lines, one per step of this chunk
-    rollouts: Path  # parquet, one row per rollout of this chunk
-    resume: Path  # intra-chunk resume state, outside the declared outputs
-
-
 class LocalTrainer:
     """Holds the models and optimizer of one chunk; :meth:`step` is one RL update."""
 
-    def __init__(self, settings: Mapping[str, Any]):
-        # The run length is not a training setting (raising it appends chunks); the LR
-        # horizon is `schedule_steps`, filled in from `steps` when unset.
-        self.settings = run_identity(settings)
-        self.method: Method = method_from_settings(self.settings)
-        self.device = lm.pick_device(self.settings["device"])
-        torch.set_num_threads(self.settings["threads"])
-        if self.settings["engine"] != "local":
-            raise ValueError(f"engine {self.settings['engine']!r} is not the local engine")
-        self.identity = fingerprint(self.settings)
+    def __init__(self, settings: RunSettings, base_model: str | Path, train_data: str | Path):
+        if settings["engine"] != "local":
+            raise ValueError(f"engine {settings['engine']!r} is not the local engine")
+        # The LR horizon is settings["schedule_steps"]; the run length is not a setting here.
+        self.settings = settings
+        self.method: Method = settings.method
+        self.identity = settings.fingerprint
+        self.base_model = Path(base_model)
+        self.device = lm.pick_device(settings["device"])
+        torch.set_num_threads(settings["threads"])
         self.equal = math_verify_equal if settings["answer_equivalence"] == "math_verify" else None
-        problems = read_problems(self.settings["train_data"])
+        problems = read_problems(train_data)
         self.problems = problems
-        self.tokenizer = lm.load_tokenizer(self.settings["model_path"])
+        self.tokenizer = lm.load_tokenizer(self.base_model)
         self.prompt_ids = lm.encode_prompts(
             self.tokenizer, problems.questions, self.settings["max_prompt_tokens"]
         )
@@ -108,12 +97,12 @@ class LocalTrainer:
         self.step_index = 0
         # The KL anchor is the frozen base model (never the momentum policy).
         if self.settings["kl_coef"] > 0:
-            self.reference = lm.load_model(self.settings["model_path"], self.device)
+            self.reference = lm.load_model(self.base_model, self.device)
 
     # ----------------------------------------------------------------- state
     def start_fresh(self) -> None:
         """Step 0: pi_q = pi_k = base model; fresh optimizer and RNG streams."""
-        self._load_policy(self.settings["model_path"])
+        self._load_policy(self.base_model)
         if self.method.uses_momentum:
             self.momentum = copy.deepcopy(self.policy).requires_grad_(False).eval()
         self._make_optimizer()
@@ -126,14 +115,14 @@ class LocalTrainer:
         manifest = read_manifest(checkpoint)
         if manifest is None:
             raise FileNotFoundError(f"{checkpoint}: not a complete checkpoint (no manifest)")
-        if manifest["identity"] != self.identity:
+        if manifest.identity != self.identity:
             raise ValueError(
-                f"{checkpoint}: written by run settings {manifest['identity']}, "
+                f"{checkpoint}: written by run settings {manifest.identity}, "
                 f"these settings are {self.identity}; a changed run must restart from step 0"
             )
-        self._load_policy(checkpoint / "policy")
+        self._load_policy(checkpoint / POLICY_DIR)
         if self.method.uses_momentum:
-            self.momentum = lm.load_model(checkpoint / "momentum", self.device)
+            self.momentum = lm.load_model(checkpoint / MOMENTUM_DIR, self.device)
         state = load_trainer_state(checkpoint)
         self._make_optimizer()
         self.optimizer.load_state_dict(state.optimizer)
@@ -151,11 +140,13 @@ class LocalTrainer:
             torch_rng=torch.get_rng_state(),
             schedule={k: self.settings[k] for k in ("lr", "lr_schedule", "warmup_ratio")},
         )
-        manifest = {
-            "run": self.settings["run"],
-            "identity": self.identity,
-            "method": self.method.label,
-        }
+        manifest = CheckpointManifest(
+            run=self.settings.name,
+            step=self.step_index,
+            engine="local",
+            identity=self.identity,
+            method=self.method.label,
+        )
         save_checkpoint(
             path,
             policy=self.policy,
@@ -259,11 +250,23 @@ class LocalTrainer:
             ema_update_(list(self.momentum.parameters()), self.policy.parameters(), method.momentum)
 
         self.step_index += 1
-        metrics = self._metrics(groups, pools, is_momentum, entropy_list, batch, update)
+        lengths = batch.response_mask.sum(-1).tolist()
+        scored = [
+            ScoredPool(
+                prompt_id=self.problems.ids[prompt_index[p]],
+                group=group,
+                is_momentum=[is_momentum[r] for r in rows],
+                texts=[texts[r] for r in rows],
+                entropies=[entropy_list[r] for r in rows],
+                self_certainties=[certainty[r] for r in rows] if certainty else None,
+                lengths=[lengths[r] for r in rows],
+            )
+            for p, (group, rows) in enumerate(zip(groups, pools, strict=True))
+        ]
+        label = self.method.label
+        metrics = step_metrics(self.settings["run"], label, self.step_index, scored, update)
         metrics.update(step_time=time.perf_counter() - t0, sample_time=t_sample)
-        records = self._records(
-            groups, pools, prompt_index, texts, entropy_list, is_momentum, certainty
-        )
+        records = rollout_records(self.settings["run"], label, self.step_index, scored)
         return metrics, records
 
     def _update(
@@ -313,6 +316,7 @@ class LocalTrainer:
                 adv[rows],
                 sub.response_mask[rows],
                 clip_ratio=s["clip_ratio"],
+                clip_ratio_c=s["clip_ratio_c"],
                 kl_coef=s["kl_coef"],
                 token_count=tokens,
             )
@@ -331,71 +335,20 @@ class LocalTrainer:
         self.optimizer.step()
         return {"lr": lr, **totals, "grad_norm": grad_norm.item()}
 
-    def _metrics(self, groups, pools, is_momentum, entropy, batch, update) -> dict[str, Any]:
-        def mean(values: list[float]) -> float | None:
-            return sum(values) / len(values) if values else None
 
-        lengths = batch.response_mask.sum(-1).tolist()
-        signals = step_signals(
-            groups,
-            [[is_momentum[r] for r in rows] for rows in pools],
-            [[entropy[r] for r in rows] for rows in pools],
-            [[lengths[r] for r in rows] for rows in pools],
-        )
-        # Below: what needs the hidden labels (diagnostics only, never a training input).
-        labelled = [g.label_correct for g in groups if g.label_correct is not None]
-        momentum_rows = [r for rows in pools for r in rows if is_momentum[r]]
-        correct = [
-            g.answers[i] is not None and g.answers[i] == g.truth
-            for g, rows in zip(groups, pools, strict=True)
-            for i, r in enumerate(rows)
-            if not is_momentum[r] and g.truth is not None
-        ]
-        return {
-            "run": self.settings["run"],
-            "method": self.method.label,
-            "step": self.step_index,
-            **update,
-            **signals,
-            "label_accuracy": mean([float(c) for c in labelled]),
-            "label_rate": mean([float(g.label is not None) for g in groups]),
-            "policy_accuracy": mean([float(c) for c in correct]),
-            "entropy_momentum": mean([entropy[r] for r in momentum_rows]),
-            "trained_rollouts": sum(sum(g.trained) for g in groups),
-        }
-
-    def _records(self, groups, pools, prompt_index, texts, entropy, is_momentum, certainty):
-        records = []
-        for g, rows, p in zip(groups, pools, prompt_index, strict=True):
-            for i, r in enumerate(rows):
-                records.append(
-                    {
-                        "run": self.settings["run"],
-                        "method": self.method.label,
-                        "step": self.step_index,
-                        "prompt_id": self.problems.ids[p],
-                        "rollout": i,
-                        "source": "momentum" if is_momentum[r] else "policy",
-                        "response": texts[r],
-                        "answer": g.answers[i],
-                        "entropy": entropy[r],
-                        "self_certainty": None if certainty is None else certainty[r],
-                        "kept": g.kept[i],
-                        "trained": g.trained[i],
-                        "pseudo_label": g.label,
-                        "reward": g.rewards[i],
-                        "advantage": g.advantages[i],
-                        "ground_truth": g.truth,
-                    }
-                )
-        return records
+def unavailable_reason(settings: RunSettings) -> str | None:
+    """The engine contract (:mod:`mgrpo.engines`): can this machine train ``settings``?"""
+    device = settings["device"]
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return f"device {device!r} is set but torch sees no CUDA device"
+    return None
 
 
-def train_chunk(settings: Mapping[str, Any], start: int, end: int, paths: ChunkPaths) -> None:
+def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) -> None:
     """Train steps ``start+1 .. end`` of a run and write the chunk's outputs (last: checkpoint)."""
     if not 0 <= start < end:
         raise ValueError(f"chunk must satisfy 0 <= start < end, got {start} -> {end}")
-    trainer = LocalTrainer(settings)
+    trainer = LocalTrainer(settings, paths.base_model, paths.train_data)
     recorder = ChunkRecorder(paths.resume)
     resumed = recorder.latest_state(trainer.identity, start, end)
     if resumed is not None:
@@ -411,7 +364,7 @@ def train_chunk(settings: Mapping[str, Any], start: int, end: int, paths: ChunkP
             )
 
     every = settings["resume_every"]
-    with tqdm(total=end - start, initial=trainer.step_index - start, desc=settings["run"]) as bar:
+    with tqdm(total=end - start, initial=trainer.step_index - start, desc=settings.name) as bar:
         while trainer.step_index < end:
             metrics, records = trainer.step()
             recorder.add(metrics, records)

@@ -1,8 +1,9 @@
-"""Causal-LM plumbing for the local engine: loading, prompt rendering, sampling and scoring.
+"""Causal-LM code shared by the local engine, evaluation and the toy warm start.
 
-Any Hugging Face causal-LM directory works (the toy Qwen3 or ``Qwen/Qwen3-4B-Base``). Rows are
-laid out as ``[left-padded prompt | right-padded response]`` so one tensor layout serves sampling,
-scoring and training.
+Loading a model and its tokenizer, rendering prompts (the chat template), stop tokens, a batched
+sampler for CPU or one GPU, and scoring. Any Hugging Face causal-LM directory works (the toy Qwen3
+or ``Qwen/Qwen3-4B-Base``). Rows are laid out as ``[left-padded prompt | right-padded response]``
+so one tensor layout serves sampling, scoring and training.
 """
 
 from __future__ import annotations

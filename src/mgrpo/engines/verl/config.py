@@ -1,0 +1,96 @@
+"""Composing the verl config of one chunk and checking it with verl's own validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mgrpo.engines.verl.keys import verl_overrides
+
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+CONFIG_NAME = "mgrpo_trainer"
+REWARD_FILE = Path(__file__).resolve().parent / "reward.py"
+SETTINGS_FILE = "settings.json"  # the run settings, in the chunk's work directory
+
+
+def chunk_keys(
+    settings: Mapping[str, Any],
+    *,
+    base_model: str | Path,
+    train_file: str | Path,
+    start: int,
+    end: int,
+    work_dir: str | Path,
+    init_state: str | Path | None,
+) -> dict[str, Any]:
+    """The keys that are not run settings: paths, the chunk's bounds, names."""
+    return {
+        "actor_rollout_ref.model.path": str(base_model),
+        "data.train_files": str(train_file),
+        # Never iterated (test_freq = -1), but verl builds a validation loader.
+        "data.val_files": str(train_file),
+        "reward.custom_reward_function.path": str(REWARD_FILE),
+        "trainer.experiment_name": settings["run"],  # the run's name
+        "mgrpo.settings_file": str(Path(work_dir) / SETTINGS_FILE),
+        "mgrpo.start_step": start,
+        "mgrpo.end_step": end,
+        "mgrpo.init_state": None if init_state is None else str(init_state),
+        "mgrpo.work_dir": str(work_dir),
+        "mgrpo.resume_every": settings["resume_every"],
+    }
+
+
+def compose(overrides: Sequence[str]) -> Any:
+    """verl's ``ppo_trainer`` + ``mgrpo_trainer.yaml`` + ``overrides`` (Hydra's compose API)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides))
+
+
+def chunk_config(settings: Mapping[str, Any], **chunk: Any) -> Any:
+    """The full, validated verl config of one chunk of a run."""
+    group = settings["rollouts"]
+    if settings["prompts_per_step"] * group % settings["gpus"]:
+        raise ValueError(
+            f"run {settings['run']!r}: prompts_per_step x rollouts = "
+            f"{settings['prompts_per_step']} x {group} rollouts per step do not split over "
+            f"gpus={settings['gpus']} (verl balances and dispatches them evenly)"
+        )
+    extra = chunk_keys(settings, **chunk)
+    overrides = verl_overrides(settings, extra) + list(settings.get("verl_overrides", []))
+    config = compose(overrides)
+    validate(config)
+    return config
+
+
+def validate(config: Any) -> None:
+    """verl's own validation (batch sizes, micro-batches, KL settings, ...) plus this engine's."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    validate_config(
+        config=config,
+        use_reference_policy=need_reference_policy(config),
+        use_critic=need_critic(config),
+    )
+    checks = {
+        "trainer.use_v1": (config.trainer.use_v1, False),
+        "actor_rollout_ref.actor.strategy": (config.actor_rollout_ref.actor.strategy, "fsdp2"),
+        "actor_rollout_ref.rollout.checkpoint_engine.backend": (
+            config.actor_rollout_ref.rollout.checkpoint_engine.backend,
+            "naive",
+        ),
+        "actor_rollout_ref.actor.fsdp_config.model_dtype": (
+            config.actor_rollout_ref.actor.fsdp_config.model_dtype,
+            "fp32",
+        ),
+        "trainer.nnodes": (config.trainer.nnodes, 1),
+    }
+    for key, (value, needed) in checks.items():
+        if value != needed:
+            raise ValueError(f"verl key {key}={value!r}: the M-GRPO engine needs {needed!r}")
