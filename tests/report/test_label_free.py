@@ -325,6 +325,7 @@ def test_score_without_warnings_or_collapses_is_undefined_not_zero():
 def test_label_free_markdown_states_the_scores():
     text = label_free_markdown(label_free_table(collapse_rows()), RULE, "test")
     assert "precision: 50.0 % (2/4 warnings were collapses)" in text
+    assert "base rate: 50.0 % of runs collapsed" in text
     assert "recall: 66.7 % (2/3 collapses were warned)" in text
     assert "median lead over warned collapses: -4 steps" in text  # -3.5 rounds half to even
     assert (
@@ -351,11 +352,14 @@ SEED_RUNS = {
 
 def test_seed_groups_one_arm_per_setting_but_seed():
     groups = seed_groups(SEED_RUNS)
-    assert groups == {
-        "SRT, lr=1.0e-04": ["srt_s1", "srt_s2"],
-        "M-GRPO+IQR(vote), lr=1.0e-04": ["mg_s1", "mg_s2"],
-        "SRT, lr=1.5e-04": ["srt_hi_s1"],
-    }
+    # ordered by lr, then method (SRT before M-GRPO)
+    assert list(groups.items()) == [
+        ("SRT, lr=1.0e-04", ["srt_s1", "srt_s2"]),
+        ("M-GRPO+IQR(vote), lr=1.0e-04", ["mg_s1", "mg_s2"]),
+        ("SRT, lr=1.5e-04", ["srt_hi_s1"]),
+    ]
+    reordered = dict(reversed(list(SEED_RUNS.items())))
+    assert list(seed_groups(reordered)) == list(groups)
     # without a varying setting the label is the method's alone
     assert list(seed_groups({k: SEED_RUNS[k] for k in ("srt_s1", "srt_s2")})) == ["SRT"]
 

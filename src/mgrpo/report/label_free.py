@@ -282,6 +282,8 @@ def label_free_markdown(table: pd.DataFrame, rule: LabelFreeRule, select_on: str
         f"warning). Accuracy on `{select_on}` in percent; lead = collapse step - warning step.",
         "",
         f"- runs: {s.runs}; collapsed (labelled): {s.collapsed}; warned (label-free): {s.warned}",
+        f"- base rate: {_pct(s.collapsed / s.runs)} % of runs collapsed (the precision a warning "
+        "on every run would have)",
         f"- precision: {_pct(s.precision)} % ({s.true_positives}/{s.warned} warnings were "
         f"collapses); recall: {_pct(s.recall)} % ({s.true_positives}/{s.collapsed} collapses "
         "were warned)",

@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mgrpo.algorithm.methods import method_from_settings
+from mgrpo.algorithm.methods import IQR_SCOPES, METHOD_REWARDS, method_from_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,11 +46,19 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+def _order(value: Any) -> tuple:
+    """Sort key of a setting's value: numbers ascending first, anything else by its text."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return (0, value, "") if number else (1, 0, str(value))
+
+
 def seed_groups(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Arm label -> its runs (config order). Runs sharing every setting but the seed are one arm.
+    """Arm label -> its runs. Runs sharing every setting but the seed are one arm.
 
     The label is the method's (``SRT+IQR``) plus every other setting in which arms differ,
-    e.g. ``M-GRPO, lr=1.5e-04``.
+    e.g. ``M-GRPO, lr=1.5e-04``. Arms are ordered by those settings (numbers ascending), then
+    by method (SRT, M-GRPO, Intuitor, GT-GRPO; no filter, IQR, IQR on the vote only); runs
+    keep their given order within an arm.
     """
     arms: dict[tuple, list[str]] = {}
     for run, settings in runs.items():
@@ -62,8 +70,19 @@ def seed_groups(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
             values.setdefault(k, set()).add(v)
     shared = {k for k, v in values.items() if len(v) == 1 and all(k in dict(a) for a in arms)}
     varying = sorted(set(values) - shared - set(IN_METHOD_LABEL))
+
+    def rank(group: list[str]) -> tuple:
+        first = runs[group[0]]
+        method = method_from_settings(dict(first))
+        scope = 0 if method.iqr_k is None else 1 + IQR_SCOPES.index(method.iqr_scope)
+        return (
+            tuple(_order(first.get(k)) for k in varying),
+            list(METHOD_REWARDS).index(method.name),
+            scope,
+        )
+
     groups: dict[str, list[str]] = {}
-    for group in arms.values():
+    for group in sorted(arms.values(), key=rank):
         first = runs[group[0]]
         label = method_from_settings(dict(first)).label
         extra = [f"{k}={_format_value(first.get(k))}" for k in varying]
