@@ -4,8 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
-# Rules call `python -m mgrpo`: put the venv first on PATH for every recipe.
-export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install run test lint format dryrun clean
 
@@ -14,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,verl]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,verl,slurm]'
 	touch $(STAMP)
 
 ## run: the whole workflow on the embedded default (config/config.yaml)

@@ -42,6 +42,14 @@ def toy_inputs(config: dict, workdir: Path) -> tuple[Path, Path]:
     return workdir / "model", splits["train"]
 
 
+def emit(result: dict, json_path: str | None) -> None:
+    """Print the figures, and write them to ``json_path`` if given."""
+    print(json.dumps(result, indent=2))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "config/config.yaml"))
@@ -76,10 +84,7 @@ def main() -> None:
         "goal": 1.10,
         "timed_steps": args.steps,
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

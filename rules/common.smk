@@ -12,18 +12,33 @@ from mgrpo.report import (
     FIGURES,
     LABEL_FREE_FIGURES,
     LABEL_FREE_TABLES,
+    PAPER_NUMBERS,
     TABLE_FORMATS,
     table_names,
 )
 
-# Jobs (local or SLURM, which exports this environment) run `python -m mgrpo` from this
-# checkout, whichever Python environment they use: the .venv locally, a conda env per rule on
-# a cluster. Prepended, so a user's own PYTHONPATH still applies.
+# Every rule runs `python -m mgrpo` from this checkout, in whichever Python environment the
+# job uses. `python` is the interpreter running Snakemake (the .venv, whether Snakemake was
+# started by make, by .venv/bin/snakemake or from an activated venv), never whichever `python`
+# happens to come first on PATH: its directory goes first. Under `--sdm conda` each job's shell
+# activates the rule's conda env after that, which puts the env first, so the env's python
+# wins. SLURM jobs inherit this environment (sbatch --export=ALL) and re-parse this file.
+# PYTHONPATH makes `mgrpo` importable in the conda envs, which do not install the project.
+_python_bin = os.path.dirname(sys.executable)
+_path = os.environ.get("PATH", "").split(os.pathsep)
 os.environ.update(
-    PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+    PATH=os.pathsep.join([_python_bin, *(p for p in _path if p != _python_bin)]),
+    PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])),
 )
 
 CONFIG = validate_config(config)
+# The `logging` section reaches jobs as environment variables, not as parameters of rules:
+# switching TensorBoard off or changing the progress cadence reruns nothing.
+os.environ.update(
+    MGRPO_TENSORBOARD="1" if CONFIG["logging"]["tensorboard"] else "0",
+    MGRPO_TRACKERS=",".join(CONFIG["logging"]["trackers"]),
+    MGRPO_PROGRESS_SECONDS=str(CONFIG["logging"]["progress_seconds"]),
+)
 # Each run's RunSettings, resolved once. Engine availability is checked when a training job
 # starts (`mgrpo train`), not here: the paper's DAG is planned on login nodes without verl.
 RUNS = {name: resolve_run_settings(CONFIG, name) for name in CONFIG["runs"]}
@@ -46,6 +61,12 @@ wildcard_constraints:
     model="|".join(MODEL_KEYS),
     dataset="|".join(HF_DATASETS) or "(?!)",
     step=r"[1-9][0-9]*",
+
+
+# A run's TensorBoard directory (mgrpo.tracking): training and evaluation curves.
+RUN_TENSORBOARD = "results/runs/{run}/tensorboard"
+# Captions of the HTML report (`snakemake --report`), relative to the rules' directory.
+REPORT_CAPTIONS = Path(workflow.basedir) / "report"
 
 
 def run_model_key(run):
@@ -175,7 +196,11 @@ def metrics_files():
 def report_config():
     return json.dumps(
         {
-            "runs": {name: settings.to_dict() for name, settings in RUNS.items()},
+            # The run length too: the report tells a finished run from one in progress.
+            "runs": {
+                name: {**settings.to_dict(), "steps": settings.steps}
+                for name, settings in RUNS.items()
+            },
             "benchmarks": list(BENCHMARKS),
             "report": CONFIG["report"],
         },
@@ -201,12 +226,87 @@ def report_figure_files():
     return [f"results/figures/{name}.png" for name in (*FIGURES, *LABEL_FREE_FIGURES)]
 
 
+def report_provenance():
+    """What produced the report's tables and figures, for their captions."""
+    cwd = Path.cwd()
+    files = [Path(f).resolve() for f in workflow.configfiles]
+    return {
+        "configfiles": [
+            str(f.relative_to(cwd)) if f.is_relative_to(cwd) else str(f) for f in files
+        ],
+        "runs": [
+            {
+                "name": name,
+                "method": settings.method.label,
+                "steps": settings.steps,
+                "fingerprint": settings.fingerprint,
+            }
+            for name, settings in RUNS.items()
+        ],
+    }
+
+
+def reported(paths):
+    """Mark tables and figures for the HTML report (`snakemake --report results/report.html`).
+
+    Each gets the caption workflow/report/<name>.rst if there is one, else the generic
+    table.rst or figure.rst; category Tables or Figures; subcategory its name.
+    """
+    marked = []
+    for path in paths:
+        name, ext = Path(path).stem, Path(path).suffix.lstrip(".")
+        kind = "figure" if Path(path).parent.name == "figures" else "table"
+        caption = name if (REPORT_CAPTIONS / f"{name}.rst").exists() else kind
+        title = CONFIG["report"]["tables"].get(name, {}).get("title", name)
+        flagged = report(
+            path,
+            caption=f"../workflow/report/{caption}.rst",
+            category=f"{kind.capitalize()}s",
+            subcategory=name,
+            labels={kind: title, "format": ext},
+        )
+        marked.append(flagged)
+    return marked
+
+
+REPORT_RULES = ("collapse", "tables", "figures")
+
+
+def report_outputs():
+    return (
+        ["results/tables/collapse.csv"] + report_table_files() + report_figure_files()
+    )
+
+
+def only_report_requested():
+    """True when every target named on the command line is a report rule or report file."""
+    targets = workflow.dag_settings.targets
+    wanted = {*report_outputs(), *REPORT_RULES}
+    return bool(targets) and all(
+        os.path.normpath(os.path.relpath(t) if os.path.isabs(t) else t) in wanted
+        for t in targets
+    )
+
+
+def report_inputs(files):
+    """The default target builds every evaluation, then the report from all of them. Naming
+    only tables, figures or report rules as targets (`snakemake results/tables/table2.md`)
+    builds them from the files already in results/ and schedules nothing else: absent runs
+    get empty cells and a note."""
+    if only_report_requested():
+        return [f for f in files if os.path.exists(f)]
+    return files
+
+
+def report_evals(wildcards):
+    return report_inputs(eval_files())
+
+
+def report_metrics(wildcards):
+    return report_inputs(metrics_files())
+
+
 def all_outputs():
     # Listing every eval file (not just the tables) makes Snakemake rebuild exactly the
     # evaluations that are missing.
-    return (
-        eval_files()
-        + ["results/tables/collapse.csv"]
-        + report_table_files()
-        + report_figure_files()
-    )
+    return eval_files() + report_outputs()

@@ -1,4 +1,6 @@
 # Data and base model. The toy splits are generated together so they stay disjoint.
+# These rules are cheap or need the internet (Hugging Face downloads): on a cluster they run
+# beside the orchestrator (local rules), so every job submitted to SLURM is a GPU job.
 
 
 rule toy_data:
@@ -6,6 +8,7 @@ rule toy_data:
         expand("results/data/{split}.parquet", split=TOY_SPLITS),
     log:
         "results/logs/data/toy_data.log",
+    localrule: True
     conda:
         "../envs/core.yaml"
     params:
@@ -24,6 +27,7 @@ rule toy_model:
         "results/logs/models/toy.log",
     benchmark:
         "results/benchmarks/models/toy.tsv"
+    localrule: True
     conda:
         "../envs/train.yaml"
     threads: CONFIG["toy_model"]["threads"]
@@ -40,6 +44,7 @@ rule hf_problems:
         "results/logs/data/hf/{dataset}.log",
     benchmark:
         "results/benchmarks/data/hf/{dataset}.tsv"
+    localrule: True
     conda:
         "../envs/core.yaml"
     params:

@@ -17,11 +17,12 @@ rule eval_checkpoint:
     params:
         spec=eval_spec,
         fingerprint=run_fingerprint,
+        tensorboard=RUN_TENSORBOARD,
     shell:
         "python -m mgrpo eval --spec {params.spec:q} --model {input.checkpoint}/policy"
         " --problems {input.problems} --out {output.summary} --records {output.records}"
         " --run {wildcards.run} --step {wildcards.step} --benchmark {wildcards.bench}"
-        " --fingerprint {params.fingerprint} > {log} 2>&1"
+        " --fingerprint {params.fingerprint} --tensorboard {params.tensorboard} > {log} 2>&1"
 
 
 rule eval_base_model:
@@ -56,6 +57,9 @@ rule eval_step0:
     localrule: True
     conda:
         "../envs/core.yaml"
+    params:
+        tensorboard=RUN_TENSORBOARD,
     shell:
         "python -m mgrpo copy-eval --src {input.summary} --src-records {input.records}"
-        " --out {output.summary} --records {output.records} --run {wildcards.run} > {log} 2>&1"
+        " --out {output.summary} --records {output.records} --run {wildcards.run}"
+        " --tensorboard {params.tensorboard} > {log} 2>&1"

@@ -1,19 +1,25 @@
-# Tables and figures, from results/ only. `collapse` runs both detectors (labelled: validation
-# accuracy; label-free: training signals only) once; tables and figures read its verdicts.
+# Tables and figures, from results/ only; cheap, so local rules on a cluster. `collapse` runs
+# both detectors (labelled: validation accuracy; label-free: training signals only) once; tables
+# and figures read its verdicts. The default target builds them after every evaluation; naming
+# report files as targets builds them from what results/ holds now (see report_inputs in
+# common.smk). `reported()` marks each output for the HTML report
+# (`snakemake --report results/report.html`) with its caption from workflow/report/.
 
 
 rule collapse:
     input:
-        evals=eval_files(),
-        metrics=metrics_files(),
+        evals=report_evals,
+        metrics=report_metrics,
     output:
-        "results/tables/collapse.csv",
+        reported(["results/tables/collapse.csv"]),
     log:
         "results/logs/report/collapse.log",
+    localrule: True
     conda:
         "../envs/core.yaml"
     params:
         config=report_config(),
+        provenance=report_provenance(),
     shell:
         "python -m mgrpo report collapse --config {params.config:q}"
         " --evals {input.evals} --metrics {input.metrics} --out {output} > {log} 2>&1"
@@ -21,34 +27,40 @@ rule collapse:
 
 rule tables:
     input:
-        evals=eval_files(),
+        evals=report_evals,
         collapse="results/tables/collapse.csv",
+        paper=PAPER_NUMBERS,
     output:
-        report_table_files(),
+        reported(report_table_files()),
     log:
         "results/logs/report/tables.log",
+    localrule: True
     conda:
         "../envs/core.yaml"
     params:
         config=report_config(),
+        provenance=report_provenance(),
     shell:
         "python -m mgrpo report tables --config {params.config:q} --evals {input.evals}"
-        " --collapse {input.collapse} --out-dir results/tables > {log} 2>&1"
+        " --collapse {input.collapse} --paper {input.paper} --out-dir results/tables"
+        " > {log} 2>&1"
 
 
 rule figures:
     input:
-        evals=eval_files(),
-        metrics=metrics_files(),
+        evals=report_evals,
+        metrics=report_metrics,
         collapse="results/tables/collapse.csv",
     output:
-        report_figure_files(),
+        reported(report_figure_files()),
     log:
         "results/logs/report/figures.log",
+    localrule: True
     conda:
         "../envs/core.yaml"
     params:
         config=report_config(),
+        provenance=report_provenance(),
     shell:
         "python -m mgrpo report figures --config {params.config:q} --evals {input.evals}"
         " --metrics {input.metrics} --collapse {input.collapse} --out-dir results/figures"

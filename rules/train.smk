@@ -26,9 +26,11 @@ rule train_chunk:
         base=lambda wildcards: base_model_path(run_model_key(wildcards.run)),
         data=train_data_path(),
         resume="results/runs/{run}/resume/to_step{step}",
+        tensorboard=RUN_TENSORBOARD,
     shell:
         "python -m mgrpo train --settings {params.settings:q}"
         " --base-model {params.base} --train-data {params.data}"
         " --start {params.start} --end {wildcards.step} --init {params.init}"
         " --checkpoint {output.checkpoint} --metrics {output.metrics}"
-        " --rollouts {output.rollouts} --resume-dir {params.resume} > {log} 2>&1"
+        " --rollouts {output.rollouts} --resume-dir {params.resume}"
+        " --tensorboard {params.tensorboard} > {log} 2>&1"

@@ -7,5 +7,8 @@ shift
 repo=$(cd "$(dirname "$0")/.." && pwd)
 workdir="$repo/results/experiments/$name"
 mkdir -p "$workdir"
-exec snakemake --snakefile "$repo/workflow/Snakefile" --directory "$workdir" \
+# The project's .venv (`make install`) if there is one, else the snakemake on PATH.
+snakemake=$repo/.venv/bin/snakemake
+[[ -x $snakemake ]] || snakemake=snakemake
+exec "$snakemake" --snakefile "$repo/workflow/Snakefile" --directory "$workdir" \
     --configfile "$repo/config/experiments/$name.yaml" --cores "${CORES:-2}" "$@"

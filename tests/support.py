@@ -88,3 +88,43 @@ def fails_after(seconds: int) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar under ``directory`` as TensorBoard's own reader shows it: tag -> (step, value).
+
+    ``EventAccumulator`` is the reader behind TensorBoard's Python data path: it reads the event
+    files in name order and drops the points a restart (``purge_step``) superseded.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    reader = EventAccumulator(str(directory), size_guidance={"scalars": 0})
+    reader.Reload()
+    return {
+        tag: [(event.step, event.value) for event in reader.Scalars(tag)]
+        for tag in reader.Tags()["scalars"]
+    }
+
+
+def raw_scalar_counts(directory: Path) -> dict[tuple[str, int], int]:
+    """How often each (tag, step) occurs in the event files themselves, whatever a reader purges.
+
+    TensorBoard's Rust data server and third-party readers see exactly this.
+    """
+    from collections import Counter
+
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    counts: Counter = Counter()
+    for path in sorted(Path(directory).rglob("*tfevents*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                counts[value.tag, event.step] += 1
+    return dict(counts)
+
+
+def as_float32(value: float) -> float:
+    """``value`` as TensorBoard stores a scalar (float32), for exact comparisons."""
+    import numpy as np
+
+    return float(np.float32(value))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ def cmd_toy_model(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from mgrpo.engines import ChunkPaths, load_engine
+    from mgrpo.tracking import tensorboard_root
 
     settings = args.settings
     # The job cannot tell whether `training` or the run chose the engine: name both.
@@ -98,6 +100,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         metrics=Path(args.metrics),
         rollouts=Path(args.rollouts),
         resume=Path(args.resume_dir),
+        tensorboard=tensorboard_root(args.tensorboard),
     )
     engine.train_chunk(settings, args.start, args.end, paths)
 
@@ -108,7 +111,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from mgrpo.evaluation.runner import evaluate_model
     from mgrpo.io import write_json, write_parquet
 
-    summary, records = evaluate_model(args.model, args.problems, args.spec)
+    label = f"{args.run} step {args.step} {args.benchmark}"
+    summary, records = evaluate_model(args.model, args.problems, args.spec, label=label)
     result = {
         "run": args.run,
         "step": args.step,
@@ -119,6 +123,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         **summary,
     }
     write_parquet(args.records, pd.DataFrame.from_records(records))
+    _add_to_curves(args.tensorboard, result)
     write_json(args.out, result)  # last: its existence means the evaluation is complete
     log.info(
         "%s step %s %s: accuracy %.4f (%s backend, %.2f samples/s)",
@@ -137,10 +142,27 @@ def cmd_copy_eval(args: argparse.Namespace) -> None:
 
     from mgrpo.io import atomic_path, write_json
 
-    result = json.loads(Path(args.src).read_text())
+    result = {**json.loads(Path(args.src).read_text()), "run": args.run, "step": 0}
     with atomic_path(args.records) as tmp:
         shutil.copyfile(args.src_records, tmp)
-    write_json(args.out, {**result, "run": args.run, "step": 0})
+    _add_to_curves(args.tensorboard, result)
+    write_json(args.out, result)
+
+
+def _add_to_curves(tensorboard: str | None, result: dict[str, Any]) -> None:
+    """An evaluation's numbers join its run's TensorBoard curves at its step."""
+    from mgrpo.tracking import tensorboard_root, write_eval_scalars
+
+    root = tensorboard_root(tensorboard)
+    if root is not None:
+        log.info("TensorBoard: %s", write_eval_scalars(root, result))
+
+
+def _tensorboard_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tensorboard",
+        help="the run's TensorBoard directory (omitted, or MGRPO_TENSORBOARD=0: no curves)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True, help="per-step metrics (JSON lines) to write")
     p.add_argument("--rollouts", required=True, help="per-rollout audit records (parquet)")
     p.add_argument("--resume-dir", required=True, help="intra-chunk resume state")
+    _tensorboard_argument(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate one model on one benchmark")
@@ -198,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, required=True)
     p.add_argument("--benchmark", required=True)
     p.add_argument("--fingerprint", default=None, help="settings fingerprint of the run")
+    _tensorboard_argument(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("copy-eval", help="reuse the base model's evaluation as a run's step 0")
@@ -206,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--records", required=True)
     p.add_argument("--run", required=True)
+    _tensorboard_argument(p)
     p.set_defaults(func=cmd_copy_eval)
 
     from mgrpo.report.cli import add_report_parser
@@ -214,7 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Library progress bars redraw one line with carriage returns: unreadable in a log file, where
+# mgrpo.progress writes plain lines instead.
+LIBRARY_PROGRESS_SWITCHES = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS")
+
+
 def main(argv: list[str] | None = None) -> None:
+    if not sys.stderr.isatty():
+        for switch in LIBRARY_PROGRESS_SWITCHES:
+            os.environ.setdefault(switch, "1")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -65,18 +65,7 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
             f"config key 'report.select_on': {select_on!r} is not a benchmark "
             f"({sorted(cfg['benchmarks'])})"
         )
-    label_free = cfg["report"]["label_free"]
-    if label_free["baseline_step"] < label_free["window"]:
-        raise ConfigError(
-            f"config key 'report.label_free.baseline_step': {label_free['baseline_step']} is "
-            f"earlier than one full smoothing window (window={label_free['window']})"
-        )
-    for table, spec in cfg["report"]["tables"].items():
-        for i, row in enumerate(spec["rows"]):
-            if row["run"] not in cfg["runs"]:
-                raise ConfigError(
-                    f"config key 'report.tables.{table}.rows.{i}.run': unknown run {row['run']!r}"
-                )
+    _check_report(cfg)
     needed_for = {"toy": "split", "file": "path", "hf": "hf"}
     data_needs = {"toy": None, "file": "train_path", "hf": "hf"}[cfg["data"]["source"]]
     if data_needs is not None and data_needs not in cfg["data"]:
@@ -97,6 +86,56 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
     if cfg["data"]["source"] == "hf":
         _check_hf_fields("data.hf", cfg["data"]["hf"])
     return cfg
+
+
+def _check_report(cfg: Mapping[str, Any]) -> None:
+    """Every run a table or figure names exists; paper rows exist in the published numbers; the
+    label-free baseline lies after one full smoothing window."""
+    from mgrpo.report.paper import load_paper_numbers
+
+    def check_run(run: str, key: str) -> None:
+        if run not in cfg["runs"]:
+            raise ConfigError(f"config key '{key}': unknown run {run!r}")
+
+    label_free = cfg["report"]["label_free"]
+    if label_free["baseline_step"] < label_free["window"]:
+        raise ConfigError(
+            f"config key 'report.label_free.baseline_step': {label_free['baseline_step']} is "
+            f"earlier than one full smoothing window (window={label_free['window']})"
+        )
+    published = None
+    for table, spec in cfg["report"]["tables"].items():
+        where = f"report.tables.{table}"
+        if "paper" in spec:
+            published = published or load_paper_numbers()
+            if spec["paper"] not in published:
+                raise ConfigError(
+                    f"config key '{where}.paper': the paper has no {spec['paper']!r} "
+                    f"({sorted(published)})"
+                )
+        for i, row in enumerate(spec["rows"]):
+            check_run(row["run"], f"{where}.rows.{i}.run")
+            if "paper_row" not in row:
+                continue
+            if "paper" not in spec:
+                raise ConfigError(f"config key '{where}.rows.{i}.paper_row': needs {where}.paper")
+            if row["pick"] == "best_and_final":
+                raise ConfigError(
+                    f"config key '{where}.rows.{i}.paper_row': a best_and_final row is two rows; "
+                    "split it into a best and a final row"
+                )
+            printed = published[spec["paper"]].rows
+            if row["paper_row"] not in printed:
+                raise ConfigError(
+                    f"config key '{where}.rows.{i}.paper_row': {spec['paper']} has rows "
+                    f"1-{max(printed)}, not {row['paper_row']}"
+                )
+    for figure, spec in cfg["report"]["figures"].items():
+        for i, run in enumerate(spec.get("runs", [])):
+            check_run(run, f"report.figures.{figure}.runs.{i}")
+        for p, panel in enumerate(spec.get("panels", [])):
+            for i, run in enumerate(panel["runs"]):
+                check_run(run, f"report.figures.{figure}.panels.{p}.runs.{i}")
 
 
 def _check_benchmark_kind(bench: str, spec: Mapping[str, Any]) -> None:

@@ -31,12 +31,14 @@ import random
 import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from mgrpo.algorithm.answers import last_boxed
 from mgrpo.data import LETTERS
 from mgrpo.io import write_parquet
+from mgrpo.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +81,10 @@ def load_hf_problems(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
                 f"{where}: no column {column!r} (format {fmt}); has {dataset.column_names}"
             )
     convert = CONVERTERS[fmt]
+    count = len(dataset) if spec.get("limit") is None else min(spec["limit"], len(dataset))
+    items = progress(islice(dataset, count), total=count, desc=where, unit="row")
     rows = []
-    for i, item in enumerate(dataset):
-        if spec.get("limit") is not None and i >= spec["limit"]:
-            break
+    for i, item in enumerate(items):
         try:
             rows.append(convert(spec, i, item))
         except (KeyError, TypeError, ValueError) as err:

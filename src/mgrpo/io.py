@@ -16,18 +16,23 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
+def atomic_path(
+    path: str | Path, directory: bool = False, prefix: str | None = None
+) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
     Directories replace an existing target (the old one is removed first; the rename itself is
-    atomic). On failure the temporary is deleted and ``path`` is left as it was.
+    atomic). On failure the temporary is deleted and ``path`` is left as it was. The temporary
+    is named ``.{path.name}.*.tmp`` unless ``prefix`` is given (for directories whose readers
+    pick files by name, e.g. TensorBoard's ``*tfevents*``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{path.name}." if prefix is None else prefix
     if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
     # mkstemp/mkdtemp create owner-only entries; results are meant to be shared like any

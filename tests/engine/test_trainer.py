@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import run_settings
+from support import as_float32, raw_scalar_counts, run_settings, tensorboard_scalars
 
 from mgrpo.algorithm.filtering import iqr_keep_mask
 from mgrpo.algorithm.groups import score_group
@@ -25,6 +25,7 @@ from mgrpo.engines.local.trainer import TrainingDiverged, lr_multiplier, train_c
 from mgrpo.io import read_jsonl
 from mgrpo.run_layout import METRICS_FIELDS, ROLLOUT_COLUMNS, ROLLOUT_DTYPES
 from mgrpo.settings import RunSettings
+from mgrpo.tracking import TRAIN_EVENTS, tracked_metrics
 
 pytestmark = pytest.mark.slow
 TIMING_KEYS = {"step_time", "sample_time"}
@@ -41,6 +42,7 @@ def chunk(
         metrics=out / f"metrics{end}.jsonl",
         rollouts=out / f"rollouts{end}.parquet",
         resume=out / f"resume{end}",
+        tensorboard=out / "tensorboard",
     )
     train_chunk(settings, start, end, paths)
     return paths
@@ -52,6 +54,16 @@ def weights(checkpoint: Path, part: str) -> dict[str, torch.Tensor]:
 
 def metrics_without_timing(path: Path) -> list[dict]:
     return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in read_jsonl(path)]
+
+
+def assert_curves_are_the_metrics(tensorboard: Path, metrics: list[dict]) -> None:
+    """TensorBoard's reader shows exactly the steps and values of the metrics lines."""
+    expected: dict[str, list[tuple[int, float]]] = {}
+    for line in metrics:
+        for tag, value in tracked_metrics(line).items():
+            expected.setdefault(tag, []).append((line["step"], as_float32(value)))
+    assert tensorboard_scalars(tensorboard / TRAIN_EVENTS) == expected
+    assert set(raw_scalar_counts(tensorboard).values()) == {1}  # in the files, too
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -77,6 +89,9 @@ def test_two_chunks_equal_one_chunk_bit_for_bit(toy_dir: Path, tmp_path: Path) -
         [pd.read_parquet(first.rollouts), pd.read_parquet(second.rollouts)], ignore_index=True
     )
     pd.testing.assert_frame_equal(pd.read_parquet(whole.rollouts), split_rollouts)
+    assert_curves_are_the_metrics(
+        tmp_path / "split" / "tensorboard", read_jsonl(first.metrics) + read_jsonl(second.metrics)
+    )
     # The momentum policy really moved away from the policy (the EMA is not a copy).
     policy, momentum = weights(whole.checkpoint, "policy"), weights(whole.checkpoint, "momentum")
     assert any(not torch.equal(policy[k], momentum[k]) for k in policy)
@@ -219,21 +234,36 @@ def test_killed_chunk_resumes_to_identical_result(toy_dir: Path, tmp_path: Path)
         "--metrics", str(out / "metrics.jsonl"),
         "--rollouts", str(out / "rollouts.parquet"),
         "--resume-dir", str(out / "resume"),
+        "--tensorboard", str(out / "tensorboard"),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     pointer = out / "resume" / "latest.json"
+
+    def resume_state_and_last_curve_step() -> tuple[int, int]:
+        state = json.loads(pointer.read_text())["step"] if pointer.exists() else 0
+        counts = raw_scalar_counts(out / "tensorboard")
+        return state, max((s for tag, s in counts if tag == "train/reward_mean"), default=0)
+
+    # Kill once a step after the last resume state is on the curves (it will be redone): look
+    # while the process is stopped, so that it cannot move on between looking and killing.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if pointer.exists() and json.loads(pointer.read_text())["step"] >= 4:
+        proc.send_signal(signal.SIGSTOP)
+        state, shown = resume_state_and_last_curve_step()
+        if state >= 4 and shown > state:
             break
+        proc.send_signal(signal.SIGCONT)
         time.sleep(0.02)
     assert proc.poll() is None, "training finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / f"step{steps}").exists() and not (out / "metrics.jsonl").exists()
-    killed_at = json.loads(pointer.read_text())["step"]
-    assert 4 <= killed_at < steps
+    killed_at, shown = resume_state_and_last_curve_step()
+    assert 4 <= killed_at < shown < steps
+    # The curves were written as the steps ended, not at the chunk's end.
+    curve = tensorboard_scalars(out / "tensorboard" / TRAIN_EVENTS)["train/reward_mean"]
+    assert [step for step, _ in curve] == list(range(1, shown + 1))
 
     subprocess.run(command, env=env, check=True, stderr=subprocess.DEVNULL)
     assert not (out / "resume").exists()
@@ -247,6 +277,8 @@ def test_killed_chunk_resumes_to_identical_result(toy_dir: Path, tmp_path: Path)
     pd.testing.assert_frame_equal(
         pd.read_parquet(reference.rollouts), pd.read_parquet(out / "rollouts.parquet")
     )
+    # The resumed curves continue the killed ones: every step once, the metrics file's values.
+    assert_curves_are_the_metrics(out / "tensorboard", read_jsonl(out / "metrics.jsonl"))
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 from support import run_settings
 
 from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
-from mgrpo.report.collapse import COLLAPSE_COLUMNS, Collapse, collapse_table, detect_collapse
+from mgrpo.report.collapse import (
+    COLLAPSE_COLUMNS,
+    Collapse,
+    collapse_table,
+    detect_collapse,
+    read_collapse,
+)
 from mgrpo.report.label_free import LabelFreeRule
 
 MARGIN = 0.05
@@ -141,22 +147,46 @@ def test_collapse_table_one_row_per_run_on_select_on_only():
     assert table["choice_accuracy"].tolist() == [0.3, 0.7]
 
 
-def test_collapse_table_names_a_run_without_evaluations():
+def test_collapse_table_keeps_a_run_without_evaluations_as_an_empty_row(tmp_path):
+    # A partial results/ (a run not evaluated yet) must not fail the report.
     evals = pd.DataFrame(
-        [("srt", 0, "aime", 0.1)], columns=["run", "step", "benchmark", "accuracy"]
+        [("srt", 0, "aime", 0.1), ("mg", 0, "math", 0.5), ("mg", 10, "math", 0.6)],
+        columns=["run", "step", "benchmark", "accuracy"],
     )
-    with pytest.raises(ValueError, match="run 'srt' on benchmark 'math'"):
-        runs = {"srt": run_settings("srt")}
-        collapse_table(evals, flat_metrics(runs), runs, "math", MARGIN, RULE)
+    runs = {"srt": run_settings("srt", method="srt"), "mg": run_settings("mg", method="mgrpo")}
+    # srt has trained (its metrics show a warning at step 11) but nothing is evaluated yet
+    metrics = pd.DataFrame(
+        [("srt", step, 0.6 if step <= 5 else 0.95) for step in range(1, 21)]
+        + [("mg", step, 0.6) for step in range(1, 21)],
+        columns=["run", "step", "majority_ratio"],
+    )
+    table = collapse_table(evals, metrics, runs, "math", MARGIN, RULE)
+    assert table["run"].tolist() == ["srt", "mg"]
+    assert table["best_step"].tolist() == [pd.NA, 10]
+    assert table["final_step"].tolist() == [pd.NA, 10]
+    assert table["collapsed"].tolist() == [False, False]
+    # the label-free warning needs metrics only; its choice needs an evaluated checkpoint
+    assert table["warning_step"].tolist() == [8, pd.NA]  # trailing mean of 5 crosses 0.78
+    assert table["choice_step"].tolist() == [pd.NA, 10]
+    path = tmp_path / "collapse.csv"
+    path.write_text(table.to_csv(index=False))
+    back = read_collapse(path)
+    assert back["best_step"].tolist() == [pd.NA, 10]
+    assert back["collapsed"].tolist() == [False, False]
+    assert back["warning_step"].tolist() == [8, pd.NA]
+    assert back["choice_step"].tolist() == [pd.NA, 10]
 
 
-def test_collapse_table_names_a_run_without_metrics():
+def test_collapse_table_run_without_metrics_has_no_warning():
+    # evaluated but its metrics are not in results/ (yet): no warning, the final checkpoint
     evals = pd.DataFrame(
-        [("srt", 0, "math", 0.1)], columns=["run", "step", "benchmark", "accuracy"]
+        [("srt", 0, "math", 0.1), ("srt", 10, "math", 0.4)],
+        columns=["run", "step", "benchmark", "accuracy"],
     )
-    metrics = flat_metrics({"mg": {}})
-    with pytest.raises(ValueError, match="no training metrics of run 'srt'"):
-        collapse_table(evals, metrics, {"srt": run_settings("srt")}, "math", MARGIN, RULE)
+    runs = {"srt": run_settings("srt")}
+    table = collapse_table(evals, flat_metrics({"mg": {}}), runs, "math", MARGIN, RULE)
+    assert table["warning_step"].tolist() == [pd.NA]
+    assert (table["choice_step"].tolist(), table["choice_accuracy"].tolist()) == ([10], [0.4])
 
 
 def test_table_names_default_and_configured():

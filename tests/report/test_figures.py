@@ -17,12 +17,13 @@ from mgrpo.report.cli import add_report_parser
 from mgrpo.report.collapse import collapse_table
 from mgrpo.report.figures import (
     FigureData,
-    collapse_example,
     plot_accuracy,
     plot_collapse,
     plot_entropy,
+    plot_reward_accuracy,
 )
 from mgrpo.report.label_free import LabelFreeRule
+from mgrpo.report.label_free_figures import example_run, plot_runs, plot_signals
 
 BENCHMARKS = ["math", "aime", "gpqa"]
 STEPS = [0, 10, 20, 30, 40]
@@ -111,10 +112,14 @@ def test_every_figure_is_a_readable_png(tmp_path, runs, null_metrics):
         assert (out / f"{name}.png").stat().st_size > 10_000, name
 
 
-def figure_data(runs: dict, curves: dict = CURVES) -> FigureData:
+def figure_data(
+    runs: dict, curves: dict = CURVES, figures: dict | None = None, evaluated: set | None = None
+) -> FigureData:
+    """Figure inputs for ``runs``; only the ``evaluated`` ones (default: all) have results."""
+    done = set(runs) if evaluated is None else evaluated
     evals = pd.DataFrame(
-        [(run, s, b, a) for run in runs for s, a in zip(STEPS, curves[run], strict=True)
-         for b in BENCHMARKS],
+        [(run, s, b, a) for run in runs if run in done
+         for s, a in zip(STEPS, curves[run], strict=True) for b in BENCHMARKS],
         columns=["run", "step", "benchmark", "accuracy"],
     )  # fmt: skip
     metrics = pd.DataFrame(
@@ -130,6 +135,7 @@ def figure_data(runs: dict, curves: dict = CURVES) -> FigureData:
         labels={run: run.upper() for run in runs},
         benchmarks=BENCHMARKS,
         select_on="math",
+        figures=figures or {},
     )
 
 
@@ -152,18 +158,115 @@ def test_fig2_splits_srt_and_mgrpo_or_falls_back_to_one_panel():
     plt.close(fig)
 
 
-def test_fig5_prefers_collapsed_runs_then_srt_by_drop():
-    assert collapse_example(figure_data(RUNS)) == "srt"
-    # A collapsed SRT run is shown even when a non-SRT run collapsed harder (as in the paper).
-    harder = {**CURVES, "mg": [0.5, 0.9, 0.2, 0.1, 0.1]}
-    assert collapse_example(figure_data({"srt": RUNS["srt"], "mg": RUNS["mg"]}, harder)) == "srt"
-    assert collapse_example(figure_data({"mg": RUNS["mg"], "srt16": RUNS["srt16"]}, harder)) == "mg"
-    stable = figure_data({"mg": RUNS["mg"], "srt16": RUNS["srt16"]})
-    assert collapse_example(stable) == "srt16"
-    fig = plot_collapse(stable)
-    assert "no collapse detected" in fig.axes[0].get_title()
+def test_fig2_panels_as_configured():
+    panels = {"panels": [{"title": "Left", "runs": ["srt16"]}, {"title": "Right", "runs": ["mg"]}]}
+    fig = plot_entropy(figure_data(RUNS, figures={"fig2_entropy": panels}))
+    assert [ax.get_title() for ax in fig.axes] == ["Left", "Right"]
     plt.close(fig)
-    fig = plot_collapse(figure_data(RUNS))
-    assert "collapse at step 20" in fig.axes[0].get_title()
+
+
+def curve_labels(ax) -> list[str]:
+    return [line.get_label() for line in ax.lines if not line.get_label().startswith("_")]
+
+
+def test_figures_draw_the_configured_runs_not_whatever_is_in_results():
+    # srt16 is evaluated but not configured for Fig. 4/5; srt is configured but has no results.
+    figures = {"fig4_reward_accuracy": {"runs": ["mg", "srt"]}, "fig5_collapse": {"runs": ["srt"]}}
+    data = figure_data(RUNS, figures=figures, evaluated={"srt16", "mg"})
+    fig = plot_reward_accuracy(data)
+    assert curve_labels(fig.axes[1]) == ["MG", "SRT (not evaluated yet)"]
+    plt.close(fig)
+    fig = plot_collapse(data)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == [
+        "SRT (srt): not evaluated yet"
+    ]
+    assert "no evaluations yet" in [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
+    fig = plot_accuracy(figure_data(RUNS, figures={"fig1_accuracy": {"runs": ["mg"]}}))
+    assert curve_labels(fig.axes[0]) == ["MG"]
+    plt.close(fig)
+
+
+def test_fig5_one_panel_per_configured_run_with_collapse_marked():
+    fig = plot_collapse(figure_data(RUNS, figures={"fig5_collapse": {"runs": ["srt", "mg"]}}))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles[0].startswith("SRT (srt): collapse at step 20")
+    assert titles[1].startswith("MG (mg): no collapse detected")
     assert fig.axes[0].get_ylim() == (0, 1.02)
+    plt.close(fig)
+
+
+def test_default_runs_fig4_mgrpo_fig5_label_free_baselines():
+    intuitor = run_settings("intu", method="intuitor", rollouts=8)
+    data = figure_data({**RUNS, "intu": intuitor}, {**CURVES, "intu": CURVES["srt"]})
+    assert data.runs_for("fig1_accuracy") == ["srt", "srt16", "mg", "intu"]
+    assert data.runs_for("fig4_reward_accuracy") == ["mg"]
+    assert data.runs_for("fig5_collapse") == ["srt", "srt16", "intu"]
+    only_srt = figure_data({"srt": RUNS["srt"]})
+    assert only_srt.runs_for("fig4_reward_accuracy") == ["srt"]  # no M-GRPO run: every run
+
+
+# --------------------------------------------------------------------------- label-free figures
+
+
+def label_free_data(evaluated: set | None = None) -> tuple[FigureData, LabelFreeRule]:
+    """srt collapses (step 20) and its majority ratio jumps at step 21; mg stays flat."""
+    runs = {"srt": RUNS["srt"], "mg": RUNS["mg"]}
+    done = set(runs) if evaluated is None else evaluated
+    evals = pd.DataFrame(
+        [(run, s, "math", a) for run in runs if run in done
+         for s, a in zip(STEPS, CURVES[run], strict=True)],
+        columns=["run", "step", "benchmark", "accuracy"],
+    )  # fmt: skip
+    metrics = pd.DataFrame(
+        [(run, s, 0.95 if run == "srt" and s > 20 else 0.6) for run in runs for s in range(1, 41)],
+        columns=["run", "step", "majority_ratio"],
+    )
+    rule = LabelFreeRule(window=5, baseline_step=10, thresholds={"majority_ratio": 0.3})
+    data = FigureData(
+        evals=evals,
+        metrics=metrics,
+        collapse=collapse_table(evals, metrics, runs, "math", 0.05, rule),
+        runs=runs,
+        labels={run: run.upper() for run in runs},
+        benchmarks=["math"],
+        select_on="math",
+    )
+    return data, rule
+
+
+def vertical_lines(ax, color: str) -> list[float]:
+    return [
+        line.get_xdata()[0]
+        for line in ax.lines
+        if line.get_color() == color
+        and len(line.get_xdata()) == 2  # axvline: two points
+        and len(set(line.get_xdata())) == 1
+    ]
+
+
+def test_label_free_signals_marks_both_detectors_steps_on_the_warned_collapse():
+    data, rule = label_free_data()
+    assert example_run(data) == "srt"
+    fig = plot_signals(data, rule)
+    top, ratio = fig.axes[0], fig.axes[1]
+    # mean over 5 steps crosses 0.6 * 1.3 = 0.78 at step 23 (0.6 + 0.35 * 3 / 5 = 0.81)
+    for ax in (top, ratio):
+        assert vertical_lines(ax, "red") == [20] and vertical_lines(ax, "darkorange") == [23]
+    threshold = [line for line in ratio.lines if line.get_linestyle() == ":"]
+    assert [line.get_ydata()[0] for line in threshold] == [pytest.approx(0.78)]
+    marked = {line.get_label(): list(line.get_xdata()) for line in top.lines}
+    assert marked["Best"] == [10] and marked["label-free"] == [10]  # last checkpoint <= 23 - 5
+    plt.close(fig)
+
+
+def test_label_free_figures_draw_a_partial_results_tree():
+    data, rule = label_free_data(evaluated={"mg"})  # srt trained but not evaluated yet
+    assert example_run(data) == "srt"  # still the warned run
+    fig = plot_signals(data, rule)
+    assert "srt (not evaluated yet)" in fig.get_suptitle()
+    assert "no evaluations yet" in [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
+    fig = plot_runs(data, rule)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["srt (not evaluated yet)", "mg"]
     plt.close(fig)

@@ -318,8 +318,28 @@ def test_score_without_warnings_or_collapses_is_undefined_not_zero():
     quiet = quiet[quiet["run"] == "stable"]
     got = score(label_free_table(quiet))
     assert (got.precision, got.recall, got.median_lead) == (None, None, None)
-    with pytest.raises(ValueError, match="no runs"):
+    with pytest.raises(ValueError, match="no finished runs"):
         score(label_free_table(quiet.iloc[:0]))
+
+
+def test_only_finished_runs_are_scored():
+    rows = collapse_rows()
+    # "hit" is still training (evaluated up to step 100 of 200): its verdicts so far are shown
+    # but not scored; "miss" has no evaluation yet
+    rows.loc[rows["run"] == "miss", ["best_step", "final_step"]] = None
+    steps = dict.fromkeys(rows["run"], 100) | {"hit": 200}
+    table = label_free_table(rows, steps)
+    assert dict(zip(table["run"], table["finished"], strict=True)) == {
+        "hit": False, "late": True, "false_alarm": True, "false_alarm2": True, "miss": False,
+        "stable": True,
+    }  # fmt: skip
+    got = score(table)
+    assert (got.runs, got.collapsed, got.warned, got.true_positives) == (4, 1, 3, 1)
+    text = label_free_markdown(table, RULE, "test")
+    assert "- runs scored: 4 (finished)" in text
+    assert "not finished in results/ yet (2): `hit`, `miss`" in text
+    assert "| hit | SRT | in progress | 50 | 42 | majority_ratio | +8 | 85.0 (20) |  |" in text
+    assert "| miss | SRT | not evaluated |" in text
 
 
 def test_label_free_markdown_states_the_scores():

@@ -101,10 +101,11 @@ def test_markdown_layout(tmp_path):
     text = (make_tables(tmp_path) / "runs.md").read_text()
     assert text.startswith("# All runs: best and final checkpoints\n")
     assert "picked automatically on `math` by the collapse detector" in text
-    assert "| Model | Step | math | aime |" in text
-    assert "| Original | 0 | 50.00% | 10.00% |" in text
-    assert "| SRT_Best | 10 | 70.00% | 20.00% |" in text
-    assert "| SRT_Final | 30 | 40.00% | 5.00% |" in text
+    assert "| Model | Run | Step | math | aime |" in text
+    assert "| Original | `srt` | 0 | 50.00% | 10.00% |" in text
+    assert "| SRT_Best | `srt` | 10 | 70.00% | 20.00% |" in text
+    assert "| SRT_Final | `srt` | 30 | 40.00% | 5.00% |" in text
+    assert "paper" not in text  # no paper comparison unless the table names a paper table
 
 
 def test_latex_is_booktabs_and_escaped(tmp_path):
@@ -140,16 +141,48 @@ def test_configured_table_labels_and_picks(tmp_path):
     assert r"SRT-T1.1 \& best & 10" in (out / "table2.tex").read_text()
 
 
-def test_missing_evaluation_names_run_step_and_benchmark(tmp_path):
+def test_a_missing_evaluation_leaves_its_cell_empty_with_a_note(tmp_path):
     evals = write_evals(tmp_path)
     out = tmp_path / "tables"
     report("collapse", "--config", config(), "--evals", *evals, "--metrics",
            *write_metrics(tmp_path), "--out", str(out / "c.csv"))  # fmt: skip
     kept = [p for p in evals if not p.endswith("srt/step30/aime.json")]
-    with pytest.raises(ValueError, match="run 'srt' at step 30 on benchmark 'aime'"):
-        report("tables", "--config", config(), "--evals", *kept,
-               "--collapse", str(out / "c.csv"), "--out-dir", str(out))  # fmt: skip
-    assert not (out / "runs.md").exists()
+    report("tables", "--config", config(), "--evals", *kept,
+           "--collapse", str(out / "c.csv"), "--out-dir", str(out))  # fmt: skip
+    assert "SRT_Final,srt,30,0.4," in (out / "runs.csv").read_text().splitlines()
+    text = (out / "runs.md").read_text()
+    assert "| SRT_Final | `srt` | 30 | 40.00% |  |" in text
+    assert "- `srt` step 30: not evaluated on aime yet." in text
+
+
+def test_a_run_without_evaluations_gets_empty_rows_not_an_error(tmp_path):
+    evals = [p for p in write_evals(tmp_path) if "/mg/" not in p]
+    metrics = [p for p in write_metrics(tmp_path) if "/mg/" not in p]
+    out = tmp_path / "tables"
+    report("collapse", "--config", config(), "--evals", *evals, "--metrics", *metrics,
+           "--out", str(out / "c.csv"))  # fmt: skip
+    report("tables", "--config", config(), "--evals", *evals,
+           "--collapse", str(out / "c.csv"), "--out-dir", str(out))  # fmt: skip
+    lines = (out / "runs.csv").read_text().splitlines()
+    assert lines[-2:] == ["M-GRPO+IQR_Best,mg,,,", "M-GRPO+IQR_Final,mg,,,"]
+    assert "`mg`: no evaluations in results/ yet" in (out / "runs.md").read_text()
+    # the label-free and seed tables score and average the finished run only, and say so
+    label_free = (out / "label_free.md").read_text()
+    assert "- runs scored: 1 (finished)" in label_free
+    assert "not finished in results/ yet (1): `mg`" in label_free
+    assert "| mg | M-GRPO+IQR | not evaluated | none | none |  | none |  |  |  |" in label_free
+    seeds = (out / "seeds.md").read_text()
+    assert "| M-GRPO+IQR | none (1 not finished) |  |  |  |  |  |  |  |  |" in seeds
+    assert "| SRT | 0 | 50.0 | 70.0 | 10 | 40.0 | 30.0 | 1/1 | 0/1 | 40.0 |" in seeds
+
+
+def test_an_empty_results_tree_still_writes_the_label_free_tables(tmp_path):
+    out = tmp_path / "tables"
+    report("collapse", "--config", config(), "--evals", "--metrics", "--out", str(out / "c.csv"))
+    report("tables", "--config", config(), "--evals", "--collapse", str(out / "c.csv"),
+           "--out-dir", str(out))  # fmt: skip
+    assert "- no finished runs to score yet" in (out / "label_free.md").read_text()
+    assert "Only finished runs are averaged: 2 run(s)" in (out / "seeds.md").read_text()
 
 
 def test_tables_refuse_a_collapse_table_for_another_benchmark(tmp_path):

@@ -17,6 +17,8 @@ import pytest
         "mgrpo.toy.build",
         "mgrpo.lm",
         "mgrpo.step_records",
+        "mgrpo.tracking",
+        "mgrpo.progress",
     ],
 )
 def test_shared_code_imports_no_engine(module: str) -> None:

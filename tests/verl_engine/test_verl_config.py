@@ -235,3 +235,26 @@ def test_the_lr_schedule_follows_the_horizon_as_the_local_engine(paper_config):
     # ... the cosine runs one update ahead: verl counts updates from 1 there.
     assert verl[warmup:-1] == pytest.approx(local[warmup + 1 :], rel=1e-9, abs=1e-18)
     assert max(abs(a - b) for a, b in zip(verl, local, strict=True)) < math.pi / (2 * 900) * 1e-6
+
+
+def test_tracking_reaches_verls_logger(tmp_path, monkeypatch):
+    """`logging.trackers` and the run's TensorBoard directory are chunk keys, not settings."""
+    from mgrpo.tracking import extra_trackers
+
+    settings = settings_of(ONE_GPU, "mgrpo_iqr_1gpu")
+    plain = compose_run(settings, tmp_path)
+    assert list(plain.trainer.logger) == ["console"] and plain.mgrpo.tensorboard is None
+    monkeypatch.setenv("MGRPO_TRACKERS", "wandb,mlflow")  # the workflow's logging.trackers
+    tracked = chunk_config(
+        settings,
+        base_model="/models/base",
+        train_file=tmp_path / "train.parquet",
+        start=0,
+        end=50,
+        work_dir=tmp_path / "work",
+        init_state=None,
+        tensorboard=tmp_path / "tensorboard",
+        trackers=extra_trackers(),
+    )
+    assert list(tracked.trainer.logger) == ["console", "wandb", "mlflow"]
+    assert tracked.mgrpo.tensorboard == str(tmp_path / "tensorboard")

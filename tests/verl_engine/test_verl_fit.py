@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import tiny_config
+from support import as_float32, raw_scalar_counts, tensorboard_scalars, tiny_config
 from verl_standins import FakeAgentLoop, FakeCheckpointManager, FakeWorkers, World
 
 from mgrpo.engines.verl.config import chunk_config
@@ -21,6 +21,7 @@ from mgrpo.engines.verl.states import STATE_MARKER, find_state, state_dir
 from mgrpo.engines.verl.trainer import MGRPOTrainer, scheduled_lr
 from mgrpo.lm import load_tokenizer
 from mgrpo.settings import RunSettings, resolve_run_settings
+from mgrpo.tracking import TRAIN_EVENTS, train_tag
 
 FIT = {
     "method": "mgrpo",
@@ -60,7 +61,9 @@ def problems(toy_dir, tmp_path_factory) -> Path:
 class Chunk:
     """One chunk's trainer with stand-ins, as the task runner would build it on a GPU node."""
 
-    def __init__(self, settings, toy_dir, tokenizer, problems, work: Path, start, end, init=None):
+    def __init__(
+        self, settings, toy_dir, tokenizer, problems, work: Path, start, end, init=None, tb=None
+    ):
         from verl.trainer.ppo.ray_trainer import Role
         from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler
         from verl.utils.dataset.rl_dataset import collate_fn
@@ -76,6 +79,7 @@ class Chunk:
             end=end,
             work_dir=work,
             init_state=init,
+            tensorboard=tb,
         )
         data = create_rl_dataset(self.config.data.train_files, self.config.data, tokenizer, None)
         self.trainer = MGRPOTrainer(
@@ -115,9 +119,11 @@ class Chunk:
         return self.trainer.records.metrics
 
 
-def chunk(tmp_path, toy_dir, tokenizer, problems, start, end, name="work", init=None, **kw):
+def chunk(
+    tmp_path, toy_dir, tokenizer, problems, start, end, name="work", init=None, tb=None, **kw
+):
     settings = settings_for(**kw)
-    return Chunk(settings, toy_dir, tokenizer, problems, tmp_path / name, start, end, init)
+    return Chunk(settings, toy_dir, tokenizer, problems, tmp_path / name, start, end, init, tb)
 
 
 def step_events(world: World) -> list[list[tuple]]:
@@ -279,6 +285,25 @@ def test_a_killed_chunk_resumes_from_its_last_state(tmp_path, toy_dir, tokenizer
     assert records.groupby("step").size().tolist() == [8, 8, 8, 8]
     other = settings_for(lr=2e-3)  # another run's state in the same place is not resumed
     assert find_state(rerun.trainer.states, other.fingerprint, 0, 4) is None
+
+
+def test_curves_go_through_verls_tracking_each_step_once(tmp_path, toy_dir, tokenizer, problems):
+    """Killed in step 4's update after step 3 was logged: the rerun redoes steps 3 and 4."""
+    tensorboard = tmp_path / "tensorboard"
+    crashed = chunk(tmp_path, toy_dir, tokenizer, problems, 0, 4, tb=tensorboard, resume_every=2)
+    with pytest.raises(RuntimeError, match="node lost"):
+        crashed.fit(World(fail_at_update=4))
+    shown = tensorboard_scalars(tensorboard / TRAIN_EVENTS)["train/reward_mean"]
+    assert [step for step, _ in shown] == [1, 2, 3]  # as each step ended
+    rerun = chunk(tmp_path, toy_dir, tokenizer, problems, 0, 4, tb=tensorboard, resume_every=2)
+    rerun.fit()
+
+    curves = tensorboard_scalars(tensorboard / TRAIN_EVENTS)
+    for name in ("reward_mean", "kept_fraction", "label_accuracy", "lr", "grad_norm"):
+        expected = [(m["step"], as_float32(m[name])) for m in rerun.metrics if m[name] is not None]
+        assert curves[train_tag(name)] == expected, name
+    assert any(tag.startswith("timing_s/") for tag in curves)  # verl's own metrics beside them
+    assert set(raw_scalar_counts(tensorboard).values()) == {1}
 
 
 def test_srt_has_no_momentum(tmp_path, toy_dir, tokenizer, problems):

@@ -1,8 +1,13 @@
-"""The Snakemake workflow: DAG shape, a reduced full run, and what a change makes it plan."""
+"""The Snakemake workflow: DAG shape, a reduced full run, and what a change makes it plan.
+
+Every run starts the venv's ``snakemake`` through its path with a PATH that lacks the venv and
+whose ``python`` fails, as on a fresh machine (launch.py): rules must find their interpreter.
+"""
 
 from __future__ import annotations
 
-import os
+import base64
+import json
 import re
 import shutil
 import subprocess
@@ -10,45 +15,34 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import launch
 import pytest
 import yaml
-from support import REPO, TINY_TOY, TINY_TRAINING
+from launch import parse_plan, rules_of, user_path
+from support import REPO, TINY_TOY, TINY_TRAINING, as_float32, tensorboard_scalars
 
 from mgrpo.config import load_config
+from mgrpo.io import read_jsonl
 from mgrpo.settings import resolve_run_settings
+from mgrpo.tracking import EVAL_EVENTS, TRAIN_EVENTS, tracked_metrics
 
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 REPORT_RULES = {"collapse", "tables", "figures", "all"}
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the workflow's CLI in ``workdir`` with the environment a user's venv would give."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE),
-        "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
-        "--cores", "2", *args,
-    ]  # fmt: skip
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    """``.venv/bin/snakemake`` on ``workdir/config.yaml``, 2 cores, without the venv on PATH."""
+    path = user_path(workdir.parent / f"{workdir.name}-bin")
+    return launch.run(
+        workdir, "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+        "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args,
+        path=path, check=check,
+    )  # fmt: skip
 
 
-def planned(workdir: Path) -> list[tuple[str, list[str]]]:
+def planned(workdir: Path, *targets: str) -> list[tuple[str, list[str]]]:
     """(rule, outputs) of every job a dry run would execute."""
-    out = snakemake(workdir, "--dry-run").stdout
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
-        head = re.match(r"(?:local)?rule (\w+):", block)
-        if head:
-            outputs = re.search(r"^\s+output: (.*)$", block, re.M)
-            jobs.append((head.group(1), outputs.group(1).split(", ") if outputs else []))
-    return jobs
-
-
-def rules_of(jobs: list[tuple[str, list[str]]]) -> Counter:
-    return Counter(rule for rule, _ in jobs)
+    return parse_plan(snakemake(workdir, "--dry-run", *targets).stdout)
 
 
 def write_config(workdir: Path, config: dict) -> None:
@@ -81,34 +75,6 @@ def test_workflow_parsing_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-@pytest.mark.parametrize("config_name", ["config.yaml", "paper.yaml"])
-def test_dry_run_dag_shape(tmp_path: Path, config_name: str) -> None:
-    config = load_config(REPO / "config" / config_name)
-    shutil.copy(REPO / "config" / config_name, tmp_path / "config.yaml")
-    runs = {name: resolve_run_settings(config, name) for name in config["runs"]}
-    chunks = sum(len(s.checkpoint_steps) for s in runs.values())
-    benches = len(config["benchmarks"])
-    toy = config["training"]["model"] == "toy"
-    models = {s["model"] for s in runs.values()}
-    expected = {
-        "train_chunk": chunks,
-        "eval_checkpoint": chunks * benches,
-        "eval_base_model": len(models) * benches,
-        "eval_step0": len(runs) * benches,
-        "collapse": 1,
-        "tables": 1,
-        "figures": 1,
-        "all": 1,
-    }
-    if toy:
-        expected |= {"toy_data": 1, "toy_model": 1}
-    hf = [b for b, spec in config["benchmarks"].items() if spec["source"] == "hf"]
-    hf += ["train"] if config["data"]["source"] == "hf" else []
-    if hf:
-        expected["hf_problems"] = len(hf)
-    assert rules_of(planned(tmp_path)) == Counter(expected)
 
 
 def test_invalid_config_names_the_key(tmp_path: Path) -> None:
@@ -188,6 +154,83 @@ def test_full_run_writes_every_output(finished_run: Path) -> None:
 
 
 @pytest.mark.slow
+def test_every_run_has_training_and_evaluation_curves(finished_run: Path) -> None:
+    for run in ("srt", "mgrpo_iqr"):
+        tensorboard = finished_run / f"results/runs/{run}/tensorboard"
+        lines = [
+            line
+            for step in (2, 4)
+            for line in read_jsonl(finished_run / f"results/runs/{run}/metrics/to_step{step}.jsonl")
+        ]
+        reward = [(line["step"], as_float32(line["reward_mean"])) for line in lines]
+        train = tensorboard_scalars(tensorboard / TRAIN_EVENTS)
+        assert train["train/reward_mean"] == reward
+        assert set(train) == set(tracked_metrics(lines[0]))
+        evals = tensorboard_scalars(tensorboard / EVAL_EVENTS)
+        for bench in ("test", "hard"):
+            accuracy = [
+                json.loads((finished_run / f"results/eval/{run}/step{s}/{bench}.json").read_text())
+                for s in (0, 2, 4)
+            ]
+            expected = [(a["step"], as_float32(a["accuracy"])) for a in accuracy]
+            assert evals[f"eval/{bench}/accuracy"] == expected
+
+
+@pytest.mark.slow
+def test_long_jobs_log_readable_progress(finished_run: Path) -> None:
+    logs = finished_run / "results/logs"
+    for log in ("runs/srt/train_to_step2.log", "eval/srt/step2/test.log", "models/toy.log"):
+        text = (logs / log).read_text()
+        assert "\r" not in text, f"{log}: a progress bar redrawn with carriage returns"
+        final = [line for line in text.splitlines() if "mgrpo.progress" in line][-1]
+        assert re.search(r": (\d+)/\1 \w+ \(100%\) elapsed [\d:]+, ETA [\d:]+, ", final), final
+
+
+@pytest.mark.slow
+def test_html_report_bundles_every_table_and_figure(run_copy: Path) -> None:
+    snakemake(run_copy, "--report", "results/report.html")
+    html = (run_copy / "results/report.html").read_text()
+    start = html.rindex("var results = ") + len("var results = ")  # the embedded results
+    bundled, _ = json.JSONDecoder().raw_decode(html, start)
+    made = sorted(
+        path.relative_to(run_copy).as_posix()
+        for folder in ("results/tables", "results/figures")
+        for path in (run_copy / folder).iterdir()
+    )
+    assert sorted(bundled) == made
+    fingerprints = [
+        resolve_run_settings(load_config(run_copy / "config.yaml"), run).fingerprint
+        for run in ("srt", "mgrpo_iqr")
+    ]
+    for path, entry in bundled.items():
+        content = base64.b64decode(entry["data_uri"].partition(";base64,")[2])
+        assert content == (run_copy / path).read_bytes(), path
+        caption = entry["caption"]
+        # What it shows, and which config and run settings produced it.
+        assert len(caption) > 300, (path, caption)
+        assert "config.yaml" in caption and all(f in caption for f in fingerprints), caption
+    assert "Figure 5 analogue" in bundled["results/figures/fig5_collapse.png"]["caption"]
+    for path in ("results/tables/label_free.md", "results/tables/label_free.csv"):
+        assert "label-free collapse warning beside" in bundled[path]["caption"]
+    assert "over its seeds" in bundled["results/tables/seeds.md"]["caption"]
+    assert "every run" in bundled["results/figures/label_free_runs.png"]["caption"]
+    # The start page describes the runs and shows the configuration they came from.
+    start = html.index("var workflow_desc = ") + len("var workflow_desc = ")
+    description, _ = json.JSONDecoder().raw_decode(html, start)
+    assert "mgrpo_iqr" in description and "configuration as given" in description
+    assert "resume_every" in description
+
+
+@pytest.mark.slow
+def test_logging_settings_rerun_nothing(run_copy: Path) -> None:
+    config = tiny_workflow_config()
+    config["logging"] = {"tensorboard": False, "trackers": ["wandb"], "progress_seconds": 60}
+    write_config(run_copy, config)
+    proc = snakemake(run_copy, "--dry-run")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
 def test_complete_run_plans_nothing(finished_run: Path) -> None:
     proc = snakemake(finished_run, "--dry-run")
     assert "Nothing to be done" in proc.stdout + proc.stderr
@@ -225,3 +268,19 @@ def test_raising_steps_plans_only_new_chunks_and_their_evals(run_copy: Path) -> 
     assert rules_of(jobs) == Counter(expected | dict.fromkeys(REPORT_RULES, 1))
     new = [o for rule, outs in jobs if rule in expected for o in outs]
     assert all("step6" in o for o in new)
+
+
+@pytest.mark.slow
+def test_naming_report_files_builds_them_from_the_results_present(run_copy: Path) -> None:
+    # srt's last checkpoint was never evaluated (e.g. its job failed under --keep-going).
+    for path in (run_copy / "results/eval/srt/step4").glob("*.json"):
+        path.unlink()
+    targets = ["results/tables/runs.md", "results/figures/fig1_accuracy.png"]
+    assert rules_of(planned(run_copy, *targets)) == Counter(collapse=1, tables=1, figures=1)
+    snakemake(run_copy, *targets)
+    table = (run_copy / "results/tables/runs.md").read_text()
+    assert "`srt`: evaluated up to step 2 of 4 (in progress)" in table
+    assert "| SRT_Final | `srt` |  |  |  |" in table
+    # The default target still wants every evaluation, then the report again.
+    expected = {"eval_checkpoint": 2} | dict.fromkeys(REPORT_RULES, 1)
+    assert rules_of(planned(run_copy)) == Counter(expected)

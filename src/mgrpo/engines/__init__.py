@@ -11,7 +11,10 @@ An engine is a module, named in :data:`ENGINES`, that provides::
         layout (mgrpo.run_layout): metrics and rollouts through write_chunk_records, then the
         checkpoint at paths.checkpoint, its manifest last. start == 0 starts from the base
         model; otherwise resume from paths.init (refusing a checkpoint whose manifest identity
-        is not settings.fingerprint). The LR horizon is settings["schedule_steps"], never end.'''
+        is not settings.fingerprint). The LR horizon is settings["schedule_steps"], never end.
+        Unless paths.tensorboard is None, each step's metrics line also goes, as the step
+        ends, to the run's TensorBoard curves under the tags of
+        mgrpo.tracking.tracked_metrics (the local engine: mgrpo.tracking.TrainingCurves).'''
 
 An engine module may import its heavy dependencies at the top: a ``ModuleNotFoundError`` while
 importing it counts as "not installed" and becomes a refusal that names the config key and what
@@ -62,6 +65,9 @@ class ChunkPaths:
     metrics: Path  # JSON lines, one per step of this chunk
     rollouts: Path  # parquet, one row per rollout of this chunk
     resume: Path  # intra-chunk resume state, outside the declared outputs
+    # The run's TensorBoard directory (mgrpo.tracking), or None: no curves. Engines write each
+    # step's metrics there as the step ends, named by mgrpo.tracking.tracked_metrics.
+    tensorboard: Path | None = None
 
 
 def load_engine(settings: RunSettings, where: str) -> ModuleType:

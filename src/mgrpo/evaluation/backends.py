@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from mgrpo.progress import progress, progress_factory
+
 BACKENDS = ("auto", "local", "vllm")
 
 
@@ -106,6 +108,7 @@ class LocalBackend:
     threads: int = 1
     micro_batch_size: int = 64
     name: str = "local"
+    label: str = "evaluation"  # names the job in its progress lines
     _model: Any = field(default=None, repr=False)
     _tokenizer: Any = field(default=None, repr=False)
 
@@ -135,6 +138,7 @@ class LocalBackend:
         generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         stops = set(self.stop_token_ids)
         flat: list[Completion] = []
+        bar = progress(total=len(rows), desc=self.label, unit="sample")
         for part in lm.micro_batches(len(rows), self.micro_batch_size):
             batch = lm.sample(
                 self._model,
@@ -152,6 +156,8 @@ class LocalBackend:
                 text, cut = _cut_at_stop(text, sampling.stop)
                 reason = "stop" if stopped or cut else "length"
                 flat.append(Completion(text, int(length), reason))
+            bar.update(len(batch))
+        bar.close()
         return [flat[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompts))]
 
 
@@ -167,7 +173,9 @@ class VllmBackend:
         options: Mapping[str, Any] | None = None,
         llm_class: Callable[..., Any] | None = None,
         sampling_params_class: Callable[..., Any] | None = None,
+        label: str = "evaluation",
     ) -> None:
+        self.label = label  # names the job in its progress lines
         self.model_dir = str(model_dir)
         self.stop_token_ids = list(stop_token_ids)
         self.options = dict(options or {})
@@ -226,7 +234,10 @@ class VllmBackend:
             )
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
         params = [self.sampling_params(sampling, i) for i in range(len(prompts))]
-        outputs = self._llm.generate(requests, params, use_tqdm=False)
+        # vLLM's own bar redraws with carriage returns; this one logs lines (mgrpo.progress).
+        outputs = self._llm.generate(
+            requests, params, use_tqdm=progress_factory(self.label, "prompt")
+        )
         return parse_outputs(outputs, len(prompts), sampling.n)
 
 
@@ -247,15 +258,23 @@ def parse_outputs(outputs: Sequence[Any], prompts: int, n: int) -> list[list[Com
 
 
 def make_backend(
-    name: str, model_dir: str | Path, stop_ids: list[int], spec: Mapping[str, Any]
+    name: str,
+    model_dir: str | Path,
+    stop_ids: list[int],
+    spec: Mapping[str, Any],
+    label: str = "evaluation",
 ) -> Backend:
-    """The backend ``name`` (already resolved) configured from the evaluation spec."""
+    """The backend ``name`` (already resolved) configured from the evaluation spec.
+
+    ``label`` names the job in the backend's progress lines.
+    """
     if name == "vllm":
-        return VllmBackend(model_dir, stop_ids, spec.get("vllm"))
+        return VllmBackend(model_dir, stop_ids, spec.get("vllm"), label=label)
     return LocalBackend(
         model_dir,
         stop_ids,
         device=spec.get("device", "auto"),
         threads=spec.get("threads", 1),
         micro_batch_size=spec.get("micro_batch_size", 64),
+        label=label,
     )

@@ -34,13 +34,15 @@ def evaluate_model(
     problems_path: str | Path,
     spec: Mapping[str, Any],
     backend: Backend | None = None,
+    label: str = "evaluation",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate; returns the summary and one record per sample.
 
     ``spec``: the benchmark's settings (kind, samples, temperature, max_new_tokens, limit, seed,
     answer_equivalence, lm_eval) merged with the ``evaluation`` section (backend, device,
     threads, micro_batch_size, grader, sandbox, vllm). ``backend`` replaces the configured one
-    (tests pass a vLLM backend with a stand-in engine).
+    (tests pass a vLLM backend with a stand-in engine). ``label`` names the job in its progress
+    lines.
     """
     from mgrpo import lm
 
@@ -54,7 +56,8 @@ def evaluate_model(
     tokenizer = lm.load_tokenizer(model_dir)
     stops = stop_token_ids(model_dir, tokenizer)
     if backend is None:
-        backend = make_backend(resolve_backend(spec.get("backend", "auto")), model_dir, stops, spec)
+        name = resolve_backend(spec.get("backend", "auto"))
+        backend = make_backend(name, model_dir, stops, spec, label=label)
     sampling = Sampling(
         n=spec["samples"],
         temperature=spec["temperature"],

@@ -6,8 +6,11 @@ report's output files. Loading, the collapse detector, tables and figures live i
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+# The numbers printed in the paper's Tables 1-3, one line per cell (see mgrpo.report.paper).
+PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.csv")
 TABLE_FORMATS = ("md", "csv", "tex")
 FIGURES = ("fig1_accuracy", "fig2_entropy", "fig4_reward_accuracy", "fig5_collapse")
 DEFAULT_TABLE = "runs"

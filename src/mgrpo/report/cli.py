@@ -14,6 +14,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mgrpo.report import PAPER_NUMBERS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -59,7 +61,12 @@ class ReportConfig:
         from mgrpo.settings import RunSettings
 
         try:
-            runs = {name: RunSettings.from_dict(values) for name, values in raw["runs"].items()}
+            runs = {
+                name: RunSettings.from_dict(
+                    {k: v for k, v in values.items() if k != "steps"}, steps=values.get("steps")
+                )
+                for name, values in raw["runs"].items()
+            }
         except ConfigError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
         config = cls(runs, list(raw["benchmarks"]), dict(raw.get("report") or {}))
@@ -94,6 +101,8 @@ def _load_collapse(path: str, config: ReportConfig) -> pd.DataFrame:
 
 
 def cmd_collapse(args: argparse.Namespace) -> None:
+    import pandas as pd
+
     from mgrpo.io import write_text
     from mgrpo.report.collapse import collapse_table
     from mgrpo.report.results import load_evals, load_metrics
@@ -109,6 +118,9 @@ def cmd_collapse(args: argparse.Namespace) -> None:
     )
     write_text(args.out, frame.to_csv(index=False))
     for row in frame.itertuples(index=False):
+        if row.final_step is pd.NA:
+            log.info("%s (%s): no evaluations on %s yet", row.run, row.method, row.benchmark)
+            continue
         log.info(
             "%s (%s): best %.4f at step %d, final %.4f at step %d, collapse step %s; "
             "label-free warning step %s (%s), choice step %d (%.4f)",
@@ -127,6 +139,7 @@ def cmd_collapse(args: argparse.Namespace) -> None:
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
+    from mgrpo.report.paper import load_paper_numbers
     from mgrpo.report.results import load_evals, run_labels
     from mgrpo.report.tables import write_label_free_tables, write_tables
 
@@ -141,6 +154,8 @@ def cmd_tables(args: argparse.Namespace) -> None:
         config.benchmarks,
         config.select_on,
         args.out_dir,
+        runs=config.runs,
+        published=load_paper_numbers(args.paper),
     )
     paths += write_label_free_tables(
         evals, collapse, config.runs, config.label_free, config.select_on, args.out_dir
@@ -162,6 +177,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
         labels=run_labels(config.runs),
         benchmarks=config.benchmarks,
         select_on=config.select_on,
+        figures=config.report.get("figures") or {},
     )
     paths = write_figures(data, args.out_dir)
     paths += write_label_free_figures(data, config.label_free, args.out_dir)
@@ -173,13 +189,14 @@ def add_report_parser(subparsers: Any) -> None:
     report = subparsers.add_parser("report", help="collapse detection, tables and figures")
     sub = report.add_subparsers(dest="report_command", required=True)
     config_help = "runs, benchmarks and report settings (JSON)"
+    evals_help = "evaluation summary JSONs (runs without any get empty cells and a note)"
 
     p = sub.add_parser(
         "collapse", help="best, final and collapse step of every run, and the label-free warning"
     )
     p.add_argument("--config", type=ReportConfig.from_json, required=True, help=config_help)
-    p.add_argument("--evals", nargs="+", required=True, help="evaluation summary JSONs")
-    p.add_argument("--metrics", nargs="+", required=True, help="training metrics (JSON lines)")
+    p.add_argument("--evals", nargs="*", required=True, help=evals_help)
+    p.add_argument("--metrics", nargs="*", required=True, help="training metrics (JSON lines)")
     p.add_argument("--out", required=True, help="collapse table (CSV)")
     p.set_defaults(func=cmd_collapse)
 
@@ -187,15 +204,16 @@ def add_report_parser(subparsers: Any) -> None:
         "tables", help="paper-layout tables (Markdown, CSV, LaTeX), label-free and seed tables"
     )
     p.add_argument("--config", type=ReportConfig.from_json, required=True, help=config_help)
-    p.add_argument("--evals", nargs="+", required=True, help="evaluation summary JSONs")
+    p.add_argument("--evals", nargs="*", required=True, help=evals_help)
     p.add_argument("--collapse", required=True, help="collapse table written by `collapse`")
+    p.add_argument("--paper", default=str(PAPER_NUMBERS), help="the paper's printed numbers (CSV)")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("figures", help="figures 1, 2, 4, 5 and the label-free ones as PNG")
     p.add_argument("--config", type=ReportConfig.from_json, required=True, help=config_help)
-    p.add_argument("--evals", nargs="+", required=True, help="evaluation summary JSONs")
-    p.add_argument("--metrics", nargs="+", required=True, help="training metrics (JSON lines)")
+    p.add_argument("--evals", nargs="*", required=True, help=evals_help)
+    p.add_argument("--metrics", nargs="*", required=True, help="training metrics (JSON lines)")
     p.add_argument("--collapse", required=True, help="collapse table written by `collapse`")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_figures)

@@ -45,6 +45,7 @@ COLLAPSE_COLUMNS = (
     "choice_step",  # label-free checkpoint choice
     "choice_accuracy",
 )
+STEP_COLUMNS = ("best_step", "final_step", "collapse_step", "warning_step", "choice_step")
 
 
 @dataclass(frozen=True)
@@ -108,30 +109,26 @@ def collapse_table(
 
     The labelled verdict reads the accuracy curve, the label-free one the run's step metrics
     only. This table is the single source of each run's best step: tables and figures read it.
+    A run with no evaluation on ``select_on`` yet (a partial ``results/``) keeps its row with
+    empty steps and accuracies, so the report can say which runs are missing; a run with
+    metrics but no evaluation still gets its label-free warning step.
     """
     import pandas as pd
 
     rows = []
     for run, settings in runs.items():
+        row = {"run": run, "method": settings.method.label, "benchmark": select_on}
         curve = evals_df[(evals_df["run"] == run) & (evals_df["benchmark"] == select_on)]
+        metrics = metrics_df[metrics_df["run"] == run]
         if curve.empty:
-            raise ValueError(f"no evaluations of run {run!r} on benchmark {select_on!r}")
-        metrics = metrics_df[metrics_df["run"] == run] if "run" in metrics_df else metrics_df
-        if metrics.empty:
-            raise ValueError(f"no training metrics of run {run!r}")
+            rows.append({**row, "collapsed": False, **warning_columns(curve, metrics, rule)})
+            continue
         verdict = detect_collapse(curve["step"].tolist(), curve["accuracy"].tolist(), margin)
-        rows.append(
-            {
-                "run": run,
-                "method": settings.method.label,
-                "benchmark": select_on,
-                **asdict(verdict),
-                **warning_columns(curve, metrics, rule),
-            }
-        )
+        rows.append({**row, **asdict(verdict), **warning_columns(curve, metrics, rule)})
     frame = pd.DataFrame.from_records(rows, columns=list(COLLAPSE_COLUMNS))
-    for column in ("collapse_step", "warning_step", "choice_step"):
+    for column in STEP_COLUMNS:
         frame[column] = frame[column].astype("Int64")
+    frame["collapsed"] = frame["collapsed"].astype(bool)
     return frame
 
 
@@ -141,13 +138,7 @@ def read_collapse(path: str | Path) -> pd.DataFrame:
 
     frame = pd.read_csv(
         path,
-        dtype={
-            "run": str,
-            "collapse_step": "Int64",
-            "warning_step": "Int64",
-            "warning_signal": str,
-            "choice_step": "Int64",
-        },
+        dtype={"run": str, "warning_signal": str, **dict.fromkeys(STEP_COLUMNS, "Int64")},
     )
     missing = [c for c in COLLAPSE_COLUMNS if c not in frame.columns]
     if missing:

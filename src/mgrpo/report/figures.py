@@ -1,15 +1,18 @@
 """The paper's figures (1, 2, 4, 5) as PNGs, drawn from evaluations, metrics and collapse.csv.
 
-Collapse steps come from collapse.csv (the detector), never recomputed here, so figures and
-tables always mark the same checkpoints. Metrics may hold nulls (a value a step did not log):
-each curve drops them rather than drawing a gap as zero.
+Each figure draws the runs ``report.figures`` names for it (defaults: :data:`DEFAULT_RUNS`),
+never whichever runs happen to be in ``results/``; a named run with nothing there yet gets
+a "no evaluations yet" mark instead of failing the figure. Collapse steps come from
+collapse.csv (the detector), never recomputed here, so figures and tables always mark the same
+checkpoints. Metrics may hold nulls (a value a step did not log): each curve drops them rather
+than drawing a gap as zero.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,9 +45,19 @@ STYLE = {
 }
 
 
+# Which methods a figure draws when report.figures does not name its runs: Fig. 4 shows the
+# paper's method, Fig. 5 the label-free baselines whose collapse it reproduces.
+DEFAULT_RUNS: dict[str, tuple[str, ...] | None] = {
+    "fig1_accuracy": None,  # every run
+    "fig4_reward_accuracy": ("mgrpo",),
+    "fig5_collapse": ("srt", "intuitor"),
+}
+
+
 @dataclass(frozen=True)
 class FigureData:
-    """Everything the figures draw; ``runs`` (name -> settings) and ``labels`` in config order."""
+    """Everything the figures draw; ``runs`` (name -> settings) and ``labels`` in config order,
+    ``figures`` = the config's ``report.figures`` (which runs each figure shows)."""
 
     evals: pd.DataFrame
     metrics: pd.DataFrame
@@ -53,6 +66,23 @@ class FigureData:
     labels: Mapping[str, str]
     benchmarks: Sequence[str]
     select_on: str
+    figures: Mapping[str, Any] = field(default_factory=dict)
+
+    def runs_for(self, figure: str) -> list[str]:
+        """The runs ``figure`` draws: as configured, else those of its default methods (if the
+        config has any), else every run."""
+        configured = (self.figures.get(figure) or {}).get("runs")
+        if configured:
+            return list(configured)
+        methods = DEFAULT_RUNS[figure]
+        chosen = [r for r, s in self.runs.items() if methods and s["method"] in methods]
+        return chosen or list(self.runs)
+
+    def label(self, run: str) -> str:
+        """The run's label in legends, marked while it has no evaluations."""
+        return (
+            self.labels[run] if self.evaluated(run) else f"{self.labels[run]} (not evaluated yet)"
+        )
 
     def color(self, run: str) -> Any:
         """One colour per run, the same in every figure (distinct for up to 20 runs)."""
@@ -63,6 +93,9 @@ class FigureData:
 
     def verdict(self, run: str) -> Mapping[str, Any]:
         return self.collapse.set_index("run").loc[run].to_dict()
+
+    def evaluated(self, run: str) -> bool:
+        return not pd.isna(self.verdict(run)["final_step"])
 
     def collapse_step(self, run: str) -> int | None:
         step = self.verdict(run)["collapse_step"]
@@ -110,7 +143,7 @@ def plot_accuracy(data: FigureData) -> Figure:
         nrows, ncols, figsize=(5.5 * ncols, 4 * nrows), squeeze=False, layout="constrained"
     )
     for ax, bench in zip(axes.flat, data.benchmarks, strict=False):
-        for run in data.runs:
+        for run in data.runs_for("fig1_accuracy"):
             curve = data.accuracy(run, bench)
             color = data.color(run)
             ax.plot(
@@ -119,7 +152,7 @@ def plot_accuracy(data: FigureData) -> Figure:
                 marker="o",
                 markersize=4,
                 color=color,
-                label=data.labels[run],
+                label=data.label(run),
             )
             step = data.collapse_step(run)
             if step is None:
@@ -138,6 +171,10 @@ def plot_accuracy(data: FigureData) -> Figure:
 
 
 def _entropy_panels(data: FigureData) -> list[tuple[str, list[str]]]:
+    """As configured (``report.figures.fig2_entropy.panels``), else SRT runs | M-GRPO runs."""
+    configured = (data.figures.get("fig2_entropy") or {}).get("panels")
+    if configured:
+        return [(panel["title"], list(panel["runs"])) for panel in configured]
     by_method = {
         method: [run for run, s in data.runs.items() if s["method"] == method]
         for method in ("srt", "mgrpo")
@@ -161,7 +198,7 @@ def plot_entropy(data: FigureData) -> Figure:
     for ax, (title, runs) in zip(axes.flat, panels, strict=True):
         for run in runs:
             curve = data.metric(run, "entropy_policy")
-            _plot_smoothed(ax, curve, "entropy_policy", data.color(run), data.labels[run])
+            _plot_smoothed(ax, curve, "entropy_policy", data.color(run), data.label(run))
         if not ax.lines:
             _no_data(ax, "policy entropy")
         _finish(ax, "training step", "policy entropy", title)
@@ -172,8 +209,8 @@ def plot_entropy(data: FigureData) -> Figure:
 def plot_reward_accuracy(data: FigureData) -> Figure:
     """Figure 4: training reward (left) and validation accuracy (right) per run."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
-    for run in data.runs:
-        color, label = data.color(run), data.labels[run]
+    for run in data.runs_for("fig4_reward_accuracy"):
+        color, label = data.color(run), data.label(run)
         _plot_smoothed(left, data.metric(run, "reward_mean"), "reward_mean", color, label)
         curve = data.accuracy(run, data.select_on)
         right.plot(
@@ -187,30 +224,17 @@ def plot_reward_accuracy(data: FigureData) -> Figure:
     return fig
 
 
-def collapse_example(data: FigureData) -> str:
-    """The run Figure 5 shows: like the paper's, a collapsing baseline if there is one.
-
-    Largest drop among collapsed SRT runs, else among all collapsed runs, else among SRT runs.
-    """
-    frame = data.collapse
-    collapsed = frame["collapsed"].astype(bool)
-    srt = frame["run"].map(lambda r: data.runs[r]["method"] == "srt")
-    for candidates in (frame[collapsed & srt], frame[collapsed], frame[srt], frame):
-        if not candidates.empty:
-            return str(
-                candidates.sort_values("drop", ascending=False, kind="stable")["run"].iloc[0]
-            )
-    raise ValueError("collapse table is empty: no run to show")
-
-
-def plot_collapse(data: FigureData) -> Figure:
-    """Figure 5: reward, pseudo-label accuracy and validation accuracy of the collapsing run."""
-    run = collapse_example(data)
-    verdict, step = data.verdict(run), data.collapse_step(run)
-    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+def _collapse_panel(ax: Axes, data: FigureData, run: str) -> None:
+    """Reward, pseudo-label and validation accuracy of one run, best and collapse marked."""
     _plot_smoothed(ax, data.metric(run, "reward_mean"), "reward_mean", "C0", "training reward")
     curve = data.metric(run, "label_accuracy")
     _plot_smoothed(ax, curve, "label_accuracy", "C1", "pseudo-label accuracy (vs hidden truth)")
+    ax.set_ylim(0, 1.02)
+    name = f"{data.labels[run]} ({run})" if data.labels[run] != run else run
+    if not data.evaluated(run):
+        ax.text(0.5, 0.5, "no evaluations yet", ha="center", va="center", transform=ax.transAxes)
+        _finish(ax, "training step", "fraction", f"{name}: not evaluated yet")
+        return
     if not ax.lines:
         _no_data(ax, "training reward or label accuracy", y=0.06)
     val = data.accuracy(run, data.select_on)
@@ -222,19 +246,31 @@ def plot_collapse(data: FigureData) -> Figure:
         linewidth=2,
         label=f"validation accuracy ({data.select_on})",
     )
-    ax.axvline(
-        verdict["best_step"],
-        color="gray",
-        linestyle=":",
-        label=f"best (step {verdict['best_step']})",
-    )
+    verdict, step = data.verdict(run), data.collapse_step(run)
+    best = int(verdict["best_step"])
+    ax.axvline(best, color="gray", linestyle=":", label=f"best (step {best})")
     if step is None:
-        title = f"{data.labels[run]} ({run}): no collapse detected"
+        title = f"{name}: no collapse detected"
     else:
         ax.axvline(step, color="red", linestyle="--", linewidth=2, label=f"collapse (step {step})")
-        title = f"{data.labels[run]} ({run}): collapse at step {step}"
-    ax.set_ylim(0, 1.02)
+        title = f"{name}: collapse at step {step}"
     _finish(ax, "training step", "fraction", f"{title}, drop {100 * verdict['drop']:.1f} points")
+
+
+def plot_collapse(data: FigureData) -> Figure:
+    """Figure 5: one panel per configured run (the paper: SRT on Qwen2.5-3B and -7B, Intuitor on
+    Qwen2.5-3B): training reward rises while pseudo-label and validation accuracy fall."""
+    runs = data.runs_for("fig5_collapse")
+    ncols = min(len(runs), 3)
+    nrows = math.ceil(len(runs) / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(8 * ncols, 5 * nrows), squeeze=False, layout="constrained"
+    )
+    for ax, run in zip(axes.flat, runs, strict=False):
+        _collapse_panel(ax, data, run)
+    for ax in axes.flat[len(runs) :]:
+        ax.set_visible(False)
+    fig.suptitle("Label-free training: reward, pseudo-label accuracy and validation accuracy")
     return fig
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 LABEL_FREE_COLUMNS = (
     "run",
     "method",
+    "finished",  # evaluated up to its last step: only these are scored
     "collapsed",
     "collapse_step",
     "warning_step",
@@ -100,7 +101,7 @@ class Warning:
 
     step: int | None  # first step at which the rule fired; None = no warning
     signal: str | None  # the signal that fired first (ties: config order)
-    choice_step: int  # the checkpoint a user without labels would keep
+    choice_step: int | None  # the checkpoint a user without labels would keep (None: none yet)
 
 
 def smoothed_signals(metrics: pd.DataFrame, rule: LabelFreeRule) -> pd.DataFrame:
@@ -149,7 +150,8 @@ def detect_warning(
         if fired:
             step, signal = int(row.step), fired[0]
             break
-    return Warning(step, signal, choose_checkpoint(checkpoint_steps, step, rule.window))
+    choice = choose_checkpoint(checkpoint_steps, step, rule.window) if checkpoint_steps else None
+    return Warning(step, signal, choice)
 
 
 def _crossed(change: float, threshold: float) -> bool:
@@ -195,40 +197,57 @@ def warning_columns(
     """The label-free columns of one run's collapse-table row.
 
     ``evals_curve`` is the run's (step, accuracy) on the select_on benchmark: its steps are the
-    checkpoints a user could keep (step 0 = the base model).
+    checkpoints a user could keep (step 0 = the base model). A run without metrics yet has no
+    warning; one without evaluations yet has no checkpoint to choose (empty cells).
     """
     steps = [int(s) for s in evals_curve["step"]]
-    warning = detect_warning(metrics, steps, rule)
     accuracy = dict(zip(steps, (float(a) for a in evals_curve["accuracy"]), strict=True))
+    warning = detect_warning(metrics, steps, rule)
     return {
         "warning_step": warning.step,
         "warning_signal": warning.signal,
         "choice_step": warning.choice_step,
-        "choice_accuracy": accuracy[warning.choice_step],
+        "choice_accuracy": accuracy.get(warning.choice_step, math.nan),
     }
 
 
-def label_free_table(collapse: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: the labelled verdict next to the label-free one (LABEL_FREE_COLUMNS)."""
+def label_free_table(
+    collapse: pd.DataFrame, run_steps: Mapping[str, int | None] | None = None
+) -> pd.DataFrame:
+    """One row per run: the labelled verdict next to the label-free one (LABEL_FREE_COLUMNS).
+
+    ``run_steps`` maps each run to its length: a run is ``finished`` once its last evaluated
+    step is its length (without a length: once it has any evaluation). Only finished runs are
+    scored; the others are a partial ``results/`` (in progress or not evaluated yet).
+    """
     import pandas as pd
 
     frame = collapse.copy()
-    missing = [c for c in LABEL_FREE_COLUMNS if c not in (*frame.columns, "lead")]
+    missing = [c for c in LABEL_FREE_COLUMNS if c not in (*frame.columns, "lead", "finished")]
     if missing:
         raise ValueError(f"collapse table lacks the label-free column(s) {missing}")
     collapse_step = frame["collapse_step"].astype("Int64")
     warning_step = frame["warning_step"].astype("Int64")
-    lead = collapse_step - warning_step  # <NA> unless both exist
-    frame["lead"] = lead
+    final_step = frame["final_step"].astype("Int64")
+    steps = run_steps or {}
+    frame["finished"] = [
+        not pd.isna(last) and (steps.get(run) is None or int(last) == steps[run])
+        for run, last in zip(frame["run"], final_step, strict=True)
+    ]
+    frame["lead"] = collapse_step - warning_step  # <NA> unless both exist
     frame["collapsed"] = frame["collapsed"].astype(bool)
     frame["collapse_step"], frame["warning_step"] = collapse_step, warning_step
+    for column in ("best_step", "choice_step"):
+        frame[column] = frame[column].astype("Int64")
     return pd.DataFrame(frame[list(LABEL_FREE_COLUMNS)]).reset_index(drop=True)
 
 
 def score(table: pd.DataFrame) -> Score:
-    """Precision, recall and lead of the warnings in a :func:`label_free_table`."""
+    """Precision, recall and lead of the warnings over the finished runs of a
+    :func:`label_free_table` (a run in progress has no final verdict yet)."""
+    table = table[table["finished"].astype(bool)]
     if table.empty:
-        raise ValueError("no runs to score")
+        raise ValueError("no finished runs to score")
     collapsed = table["collapsed"].astype(bool)
     warned = table["warning_step"].notna()
     hits = table[collapsed & warned]
@@ -262,16 +281,12 @@ def _pct(value: float | None) -> str:
 
 
 def _step(value: Any) -> str:
-    import pandas as pd
-
-    return "none" if value is None or pd.isna(value) else str(int(value))
+    return "none" if pd_isna(value) else str(int(value))
 
 
 def label_free_markdown(table: pd.DataFrame, rule: LabelFreeRule, select_on: str) -> str:
-    """The per-run table with the summary scores above it."""
-    s = score(table)
+    """The per-run table with the summary scores (finished runs only) above it."""
     thresholds = ", ".join(f"`{k}` {v:+.0%}" for k, v in rule.thresholds.items())
-    median = "n/a" if s.median_lead is None else f"{s.median_lead:+.0f} steps"
     lines = [
         "# Label-free collapse warning vs the labelled detector",
         "",
@@ -281,33 +296,62 @@ def label_free_markdown(table: pd.DataFrame, rule: LabelFreeRule, select_on: str
         f"checkpoint at or before warning - {rule.window} steps (the final one without a "
         f"warning). Accuracy on `{select_on}` in percent; lead = collapse step - warning step.",
         "",
-        f"- runs: {s.runs}; collapsed (labelled): {s.collapsed}; warned (label-free): {s.warned}",
-        f"- base rate: {_pct(s.collapsed / s.runs)} % of runs collapsed (the precision a warning "
-        "on every run would have)",
-        f"- precision: {_pct(s.precision)} % ({s.true_positives}/{s.warned} warnings were "
-        f"collapses); recall: {_pct(s.recall)} % ({s.true_positives}/{s.collapsed} collapses "
-        "were warned)",
-        f"- median lead over warned collapses: {median}; warned at or before the collapse "
-        f"step: {s.early}/{s.true_positives}",
-        f"- mean accuracy over runs: Best {_pct(s.best_accuracy)}, label-free choice "
-        f"{_pct(s.choice_accuracy)}, Final {_pct(s.final_accuracy)}",
+    ]
+    finished = table["finished"].astype(bool)
+    if finished.any():
+        s = score(table)
+        median = "n/a" if s.median_lead is None else f"{s.median_lead:+.0f} steps"
+        lines += [
+            f"- runs scored: {s.runs} (finished); collapsed (labelled): {s.collapsed}; "
+            f"warned (label-free): {s.warned}",
+            f"- base rate: {_pct(s.collapsed / s.runs)} % of runs collapsed (the precision a "
+            "warning on every run would have)",
+            f"- precision: {_pct(s.precision)} % ({s.true_positives}/{s.warned} warnings were "
+            f"collapses); recall: {_pct(s.recall)} % ({s.true_positives}/{s.collapsed} "
+            "collapses were warned)",
+            f"- median lead over warned collapses: {median}; warned at or before the collapse "
+            f"step: {s.early}/{s.true_positives}",
+            f"- mean accuracy over runs: Best {_pct(s.best_accuracy)}, label-free choice "
+            f"{_pct(s.choice_accuracy)}, Final {_pct(s.final_accuracy)}",
+        ]
+    else:
+        lines.append("- no finished runs to score yet")
+    pending = table.loc[~finished, "run"].tolist()
+    if pending:
+        lines.append(
+            f"- not scored, not finished in results/ yet ({len(pending)}): "
+            + ", ".join(f"`{run}`" for run in pending)
+            + "; their rows show the verdicts so far"
+        )
+    lines += [
         "",
         "| Run | Method | Collapsed | Collapse step | Warning step | Signal | Lead "
         "| Best (step) | Final | Choice (step) |",
         "|:--|:--|:--|--:|--:|:--|--:|--:|--:|--:|",
     ]
     for r in table.to_dict("records"):
+        evaluated = not pd_isna(r["best_step"])
+        if r["finished"]:
+            collapsed = "yes" if r["collapsed"] else "no"
+        else:
+            collapsed = "in progress" if evaluated else "not evaluated"
         cells = [
             r["run"],
             r["method"],
-            "yes" if r["collapsed"] else "no",
+            collapsed,
             _step(r["collapse_step"]),
             _step(r["warning_step"]),
             "" if _step(r["warning_step"]) == "none" else str(r["warning_signal"]),
             _step(r["lead"]) if _step(r["lead"]) == "none" else f"{int(r['lead']):+d}",
-            f"{_pct(r['best_accuracy'])} ({int(r['best_step'])})",
-            _pct(r["final_accuracy"]),
-            f"{_pct(r['choice_accuracy'])} ({int(r['choice_step'])})",
+            f"{_pct(r['best_accuracy'])} ({int(r['best_step'])})" if evaluated else "",
+            _pct(r["final_accuracy"]) if r["finished"] else "",
+            f"{_pct(r['choice_accuracy'])} ({int(r['choice_step'])})" if evaluated else "",
         ]
         lines.append("| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def pd_isna(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))

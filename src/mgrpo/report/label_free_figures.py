@@ -45,15 +45,20 @@ def _mark(ax: Axes, collapse: int | None, warning: int | None) -> None:
 
 
 def example_run(data: FigureData) -> str:
-    """A collapsed run that was warned (largest drop), else any collapsed, else any run."""
+    """A collapsed run that was warned (largest drop), else any collapsed, else a warned one,
+    else an evaluated one, else the first run (a partial results/ may have no evaluation)."""
     frame = data.collapse
     collapsed = frame["collapsed"].astype(bool)
     warned = frame["warning_step"].notna()
-    for candidates in (frame[collapsed & warned], frame[collapsed], frame[warned], frame):
+    evaluated = frame["final_step"].notna()
+    for mask in (collapsed & warned, collapsed, warned, evaluated):
+        candidates = frame[mask]
         if not candidates.empty:
             ordered = candidates.sort_values("drop", ascending=False, kind="stable")
             return str(ordered["run"].iloc[0])
-    raise ValueError("collapse table is empty: no run to show")
+    if frame.empty:
+        raise ValueError("collapse table is empty: no run to show")
+    return str(frame["run"].iloc[0])
 
 
 def _run_metrics(data: FigureData, run: str) -> pd.DataFrame:
@@ -87,6 +92,8 @@ def plot_signals(data: FigureData, rule: LabelFreeRule) -> Figure:
     acc = data.accuracy(run, data.select_on)
     top.plot(acc["step"], acc["accuracy"], marker="o", color="black", label="validation accuracy")
     for key, marker, label in (("choice_step", "D", "label-free"), ("best_step", "*", "Best")):
+        if _step(verdict[key]) is None:  # not evaluated yet
+            continue
         at = acc[acc["step"] == int(verdict[key])]
         top.plot(
             at["step"],
@@ -122,7 +129,10 @@ def plot_signals(data: FigureData, rule: LabelFreeRule) -> Figure:
         Line2D([], [], color="gray", linestyle=":", label="threshold"),
     ]
     top.legend(handles=[*top.get_legend_handles_labels()[0], *handles], fontsize=8, loc="best")
-    fig.suptitle(f"{run}: label-free signals ({rule.window}-step trailing mean, raw faint)")
+    if acc.empty:
+        top.text(0.5, 0.5, "no evaluations yet", ha="center", va="center", transform=top.transAxes)
+    status = "" if data.evaluated(run) else " (not evaluated yet)"
+    fig.suptitle(f"{run}{status}: label-free signals ({rule.window}-step trailing mean, raw faint)")
     return fig
 
 
@@ -157,7 +167,7 @@ def plot_runs(data: FigureData, rule: LabelFreeRule) -> Figure:
                 )
             twin.axhline(rule.thresholds[name], color=SIGNAL_COLORS[i], linestyle=":", linewidth=1)
         _mark(ax, _step(verdict["collapse_step"]), _step(verdict["warning_step"]))
-        ax.set_title(run, fontsize=8)
+        ax.set_title(run if data.evaluated(run) else f"{run} (not evaluated yet)", fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.tick_params(labelsize=7)
         twin.tick_params(labelsize=7)

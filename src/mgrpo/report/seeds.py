@@ -7,10 +7,11 @@ something only next to the spread between seeds of the same arm.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mgrpo.algorithm.methods import IQR_SCOPES, METHOD_REWARDS, method_from_settings
+from mgrpo.report.label_free import pd_isna
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,7 +24,8 @@ IN_METHOD_LABEL = ("method", "iqr", "iqr_scope")
 
 SEED_COLUMNS = (
     "arm",
-    "runs",
+    "runs",  # finished runs, averaged below
+    "pending",  # runs of the arm not finished in results/ yet
     "seeds",
     "base_accuracy",
     "best_mean",
@@ -102,27 +104,35 @@ def seed_table(
     collapse: pd.DataFrame,
     runs: Mapping[str, Mapping[str, Any]],
     base_accuracy: Mapping[str, float],
+    finished: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """One row per arm: mean and sample standard deviation over its seeds (SEED_COLUMNS).
 
     ``collapse`` is the collapse table (with its label-free columns); ``base_accuracy`` maps
-    each run to its step-0 accuracy on the select_on benchmark.
+    each finished run to its step-0 accuracy on the select_on benchmark. Only ``finished`` runs
+    (default: all) are averaged; ``pending`` counts an arm's others (a partial ``results/``),
+    and an arm with no finished run keeps its row with empty numbers.
     """
     import pandas as pd
 
     verdicts = collapse.set_index("run")
+    done = set(runs if finished is None else finished)
     records = []
-    for arm, members in seed_groups(runs).items():
-        rows = verdicts.loc[members]
-        best, best_sd = _mean_sd(rows["best_accuracy"].astype(float).tolist())
-        final, final_sd = _mean_sd(rows["final_accuracy"].astype(float).tolist())
-        drop, drop_sd = _mean_sd(rows["drop"].astype(float).tolist())
-        choice, choice_sd = _mean_sd(rows["choice_accuracy"].astype(float).tolist())
-        records.append(
-            {
-                "arm": arm,
-                "runs": len(members),
-                "seeds": " ".join(str(runs[run].get("seed")) for run in members),
+    for arm, group in seed_groups(runs).items():
+        members = [run for run in group if run in done]
+        record: dict[str, Any] = {
+            "arm": arm,
+            "runs": len(members),
+            "pending": len(group) - len(members),
+            "seeds": " ".join(str(runs[run].get("seed")) for run in members),
+        }
+        if members:
+            rows = verdicts.loc[members]
+            best, best_sd = _mean_sd(rows["best_accuracy"].astype(float).tolist())
+            final, final_sd = _mean_sd(rows["final_accuracy"].astype(float).tolist())
+            drop, drop_sd = _mean_sd(rows["drop"].astype(float).tolist())
+            choice, choice_sd = _mean_sd(rows["choice_accuracy"].astype(float).tolist())
+            record |= {
                 "base_accuracy": statistics.fmean(float(base_accuracy[r]) for r in members),
                 "best_mean": best,
                 "best_sd": best_sd,
@@ -136,18 +146,19 @@ def seed_table(
                 "choice_mean": choice,
                 "choice_sd": choice_sd,
             }
-        )
-    return pd.DataFrame.from_records(records, columns=list(SEED_COLUMNS))
+        records.append(record)
+    frame = pd.DataFrame.from_records(records, columns=list(SEED_COLUMNS))
+    for column in ("collapsed", "warned"):  # counts, empty for an arm with no finished run
+        frame[column] = frame[column].astype("Int64")
+    return frame
 
 
 def _pm(mean: float, sd: float | None) -> str:
-    if sd is None or pd_isna(sd):
+    if pd_isna(mean):
+        return ""
+    if pd_isna(sd):
         return f"{100 * mean:.1f}"
     return f"{100 * mean:.1f} ± {100 * sd:.1f}"
-
-
-def pd_isna(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
 
 
 def seed_markdown(table: pd.DataFrame, select_on: str) -> str:
@@ -158,22 +169,34 @@ def seed_markdown(table: pd.DataFrame, select_on: str) -> str:
         f"Accuracy on `{select_on}` in percent; sd is the sample standard deviation over the "
         "arm's seeds (none with one seed). Best needs validation labels; Final and the "
         "label-free choice do not. Collapsed: the labelled detector; warned: the label-free one.",
+    ]
+    pending = int(table["pending"].sum())
+    if pending:
+        lines.append(
+            f"Only finished runs are averaged: {pending} run(s) are not finished in results/ "
+            "yet (Seeds says how many per arm)."
+        )
+    lines += [
         "",
         "| Arm | Seeds | Base | Best | Best step | Final | Drop | Collapsed | Warned "
         "| Label-free choice |",
         "|:--|:--|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in table.to_dict("records"):
+        seeds = str(r["seeds"]) if r["runs"] else "none"
+        if r["pending"]:
+            seeds += f" ({r['pending']} not finished)"
+        done = r["runs"] > 0
         cells = [
             r["arm"],
-            str(r["seeds"]),
-            f"{100 * r['base_accuracy']:.1f}",
+            seeds,
+            f"{100 * r['base_accuracy']:.1f}" if done else "",
             _pm(r["best_mean"], r["best_sd"]),
-            f"{r['best_step_mean']:.0f}",
+            f"{r['best_step_mean']:.0f}" if done else "",
             _pm(r["final_mean"], r["final_sd"]),
             _pm(r["drop_mean"], r["drop_sd"]),
-            f"{r['collapsed']}/{r['runs']}",
-            f"{r['warned']}/{r['runs']}",
+            f"{r['collapsed']}/{r['runs']}" if done else "",
+            f"{r['warned']}/{r['runs']}" if done else "",
             _pm(r["choice_mean"], r["choice_sd"]),
         ]
         lines.append("| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |")

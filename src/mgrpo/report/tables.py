@@ -3,32 +3,71 @@
 Rows name a run and which of its checkpoints to show. ``best`` is the step the collapse
 detector chose on the ``select_on`` benchmark (read from collapse.csv, never picked by hand),
 so a Best row means the same thing in every table and every rerun.
+
+A table with ``paper: Table N`` also carries, per cell, the number the paper printed and the
+difference to ours (see :mod:`mgrpo.report.paper`). Missing results never fail a table: a run,
+checkpoint or benchmark not in ``results/`` (yet) leaves its cells empty, and a note says why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mgrpo.io import write_text
 from mgrpo.report import DEFAULT_TABLE, TABLE_FORMATS, table_names
 from mgrpo.report.label_free import LabelFreeRule, label_free_markdown, label_free_table
+from mgrpo.report.paper import PaperTable, Printed, paper_table
 from mgrpo.report.seeds import seed_markdown, seed_table
+
+if TYPE_CHECKING:
+    from mgrpo.settings import RunSettings
 
 PICKS = ("base", "best", "final", "best_and_final")
 
 
 @dataclass(frozen=True)
 class TableRow:
-    """One checkpoint shown in a table."""
+    """One checkpoint shown in a table; ``step`` None = not evaluated (yet), ``run`` None = a
+    printed row of the paper that no configured run stands for."""
 
     label: str
-    run: str
-    step: int
+    run: str | None
+    step: int | None
+    paper_row: int | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    ours: float | None
+    printed: Printed | None = None  # what the paper printed here (paper tables only)
+
+    @property
+    def difference(self) -> Decimal | None:
+        if self.ours is None or self.printed is None:
+            return None
+        return self.printed.difference(self.ours)
+
+
+@dataclass
+class Table:
+    """A built table: rows, their cells by benchmark, and the notes it must carry."""
+
+    title: str
+    benchmarks: list[str]
+    rows: list[TableRow]
+    cells: list[dict[str, Cell]]
+    paper: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
 
 def default_spec(run_names: Sequence[str]) -> dict[str, Any]:
@@ -38,11 +77,25 @@ def default_spec(run_names: Sequence[str]) -> dict[str, Any]:
     return {"title": "All runs: best and final checkpoints", "rows": rows}
 
 
+def _step(value: Any) -> int | None:
+    return None if pd.isna(value) else int(value)
+
+
 def expand_rows(
-    rows: Sequence[Mapping[str, Any]], collapse: pd.DataFrame, labels: Mapping[str, str]
+    rows: Sequence[Mapping[str, Any]],
+    collapse: pd.DataFrame,
+    labels: Mapping[str, str],
+    runs: Mapping[str, RunSettings] | None = None,
+    notes: list[str] | None = None,
+    paper: PaperTable | None = None,
 ) -> list[TableRow]:
-    """Turn row specs into concrete (label, run, step) checkpoints using the detector's steps."""
+    """Turn row specs into (label, run, step) checkpoints using the detector's steps.
+
+    ``runs`` (settings with their ``steps``) tells a finished run from one in progress: an
+    unfinished run's Final row stays empty and its Best row is the best so far, said in ``notes``.
+    """
     verdicts = collapse.set_index("run")
+    notes = [] if notes is None else notes
     out = []
     for row in rows:
         run, pick = row["run"], row["pick"]
@@ -52,67 +105,172 @@ def expand_rows(
             )
         if run not in verdicts.index:
             raise ValueError(f"table row: run {run!r} is not in the collapse table")
+        paper_row = row.get("paper_row")
         name = labels.get(run, run)
+        printed = paper.rows[paper_row].label if paper and paper_row in paper.rows else None
+        best, last = _step(verdicts.at[run, "best_step"]), _step(verdicts.at[run, "final_step"])
+        steps = runs[run].steps if runs and runs[run].steps is not None else last
+        if pick in ("best", "best_and_final", "final"):
+            if last is None:
+                _add(notes, f"`{run}`: no evaluations in results/ yet, its cells are empty.")
+            elif steps is not None and last < steps:
+                _add(
+                    notes,
+                    f"`{run}`: evaluated up to step {last} of {steps} (in progress): its Best "
+                    "row is the best so far and its Final row is empty.",
+                )
         if pick == "base":
-            out.append(TableRow(row.get("label", "Original"), run, 0))
+            out.append(TableRow(row.get("label", printed or "Original"), run, 0, paper_row))
         if pick in ("best", "best_and_final"):
-            best = int(verdicts.at[run, "best_step"])
-            out.append(TableRow(row.get("label", f"{name}_Best"), run, best))
+            step = best if last else None  # the base model is not a trained checkpoint
+            out.append(TableRow(row.get("label", printed or f"{name}_Best"), run, step, paper_row))
         if pick in ("final", "best_and_final"):
-            final = int(verdicts.at[run, "final_step"])
-            out.append(TableRow(row.get("label", f"{name}_Final"), run, final))
+            step = last if last is not None and last == steps else None
+            label = row.get("label", printed or f"{name}_Final")
+            out.append(TableRow(label, run, step, paper_row))
     return out
 
 
+def _add(notes: list[str], text: str) -> None:
+    if text not in notes:
+        notes.append(text)
+
+
 def build_table(
-    rows: Sequence[TableRow], evals: pd.DataFrame, benchmarks: Sequence[str]
-) -> pd.DataFrame:
-    """Columns: label, run, step, then each benchmark's accuracy (a fraction)."""
+    title: str,
+    rows: Sequence[TableRow],
+    evals: pd.DataFrame,
+    benchmarks: Sequence[str],
+    paper: PaperTable | None = None,
+    notes: Sequence[str] = (),
+) -> Table:
+    """Cells of every row: our accuracy (a fraction) and, for a paper table, the printed value.
+
+    A paper table keeps the printed layout: the paper's benchmarks in printed order, and its
+    printed rows that no configured row stands for appended with our cells empty.
+    """
+    columns = list(benchmarks)
+    rows = list(rows)
+    if paper is not None:
+        columns = list(paper.benchmarks)
+        used = {row.paper_row for row in rows}
+        for number, printed in paper.rows.items():
+            if number not in used:
+                rows.append(TableRow(printed.label, None, None, number))
+    table = Table(title, columns, rows, [], paper.name if paper else None, list(notes))
     accuracy = evals.set_index(["run", "step", "benchmark"])["accuracy"]
-    records = []
+    for bench in columns:
+        if bench not in benchmarks:
+            table.note(f"{bench} is not a configured benchmark: the paper's values only.")
     for row in rows:
-        record: dict[str, Any] = {"label": row.label, "run": row.run, "step": row.step}
-        for bench in benchmarks:
+        printed_row = paper.rows.get(row.paper_row) if paper and row.paper_row else None
+        if paper and row.paper_row is not None and printed_row is None:
+            raise ValueError(f"row {row.label!r}: {paper.name} has no printed row {row.paper_row}")
+        if row.run is None and printed_row is not None:
+            table.note(f"{paper.name} row {row.paper_row} ({row.label}): no run configured.")
+        cells, missing = {}, []
+        for bench in columns:
+            ours = None
             key = (row.run, row.step, bench)
-            if key not in accuracy.index:
-                raise ValueError(
-                    f"row {row.label!r}: no evaluation of run {row.run!r} at step {row.step} "
-                    f"on benchmark {bench!r}"
-                )
-            record[bench] = float(accuracy.loc[key])
-        records.append(record)
-    return pd.DataFrame.from_records(records, columns=["label", "run", "step", *benchmarks])
+            if row.step is not None and bench in benchmarks:
+                if key in accuracy.index:
+                    ours = float(accuracy.loc[key])
+                else:
+                    missing.append(bench)
+            printed = printed_row.cells.get(bench) if printed_row else None
+            cells[bench] = Cell(ours, printed)
+        table.cells.append(cells)
+        if missing:
+            table.note(f"`{row.run}` step {row.step}: not evaluated on {', '.join(missing)} yet.")
+        if printed_row is not None:
+            where = f"{paper.name} row {printed_row.number} ({printed_row.label})"
+            for text in printed_row.notes:
+                table.note(f"Paper, {where}: {text}.")
+            for bench, text in printed_row.cell_notes.items():
+                table.note(f"Paper, {where}, {bench}: {text}.")
+    return table
 
 
-def _percent(value: float) -> str:
-    return f"{100 * value:.2f}%"
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}%"
 
 
-def _note(select_on: str) -> str:
-    return (
+def _difference(cell: Cell) -> str:
+    diff = cell.difference
+    if diff is None:
+        return ""
+    text = f"{diff:.{cell.printed.point_decimals}f}"
+    return text if diff == 0 else f"{diff:+.{cell.printed.point_decimals}f}"
+
+
+def _header_notes(table: Table, select_on: str) -> list[str]:
+    notes = [
         f"Best rows are picked automatically on {select_on} by the collapse detector "
         "(highest validation accuracy, earliest step on ties), not by hand."
-    )
+    ]
+    if table.paper:
+        notes.append(
+            f"Per benchmark: ours, the paper's value ({table.paper}, as printed) and "
+            "Δ = ours − paper in percentage points, ours rounded to the precision the paper "
+            "printed (so equal results give 0)."
+        )
+    return notes
 
 
-def to_markdown(table: pd.DataFrame, title: str, benchmarks: Sequence[str], select_on: str) -> str:
-    """GitHub Markdown, accuracies as percentages with two decimals like the paper."""
+def _values(table: Table, cells: Mapping[str, Cell], percent: str = "%") -> list[str]:
+    values = []
+    for bench in table.benchmarks:
+        cell = cells[bench]
+        values.append(_percent(cell.ours).replace("%", percent))
+        if table.paper:
+            printed = cell.printed.display() if cell.printed else ""
+            values += [printed.replace("%", percent), _difference(cell)]
+    return values
+
+
+def to_markdown(table: Table, select_on: str) -> str:
+    """GitHub Markdown, accuracies as percentages with two decimals like the paper; the Run
+    column says which of our runs each (paper-labelled) row shows."""
 
     def cells(values: Sequence[str]) -> str:
         return "| " + " | ".join(v.replace("|", r"\|") for v in values) + " |"
 
-    lines = [f"# {title}", "", _note(f"`{select_on}`"), ""]
-    lines.append(cells(["Model", "Step", *benchmarks]))
-    lines.append("|" + "|".join([":--", "--:", *["--:"] * len(benchmarks)]) + "|")
-    for record in table.to_dict("records"):
-        values = [_percent(record[b]) for b in benchmarks]
-        lines.append(cells([record["label"], str(record["step"]), *values]))
+    per_bench = [[b, "paper", "Δ"] if table.paper else [b] for b in table.benchmarks]
+    header = ["Model", "Run", "Step", *(h for group in per_bench for h in group)]
+    lines = [f"# {table.title}", ""]
+    lines.append(cells(header))
+    lines.append("|" + "|".join([":--", ":--", *["--:"] * (len(header) - 2)]) + "|")
+    for row, row_cells in zip(table.rows, table.cells, strict=True):
+        step = "" if row.step is None else str(row.step)
+        run = f"`{row.run}`" if row.run else ""
+        lines.append(cells([row.label, run, step, *_values(table, row_cells)]))
+    lines.append("")
+    lines += [f"- {note}" for note in _header_notes(table, f"`{select_on}`") + table.notes]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(table: pd.DataFrame) -> str:
-    """Machine-readable: raw fractions, full precision, plus the run each row comes from."""
-    return table.to_csv(index=False)
+def to_csv(table: Table) -> str:
+    """Machine-readable: raw fractions at full precision, the run and step of each row, and for
+    a paper table ``{bench}_paper`` (the printed value as a fraction) and ``{bench}_diff``."""
+    records = []
+    for row, row_cells in zip(table.rows, table.cells, strict=True):
+        record: dict[str, Any] = {"label": row.label, "run": row.run, "step": row.step}
+        if table.paper:
+            record["paper_row"] = row.paper_row
+        for bench in table.benchmarks:
+            cell = row_cells[bench]
+            record[bench] = cell.ours
+            if table.paper:
+                fraction = cell.printed.fraction if cell.printed else None
+                diff = cell.difference
+                record[f"{bench}_paper"] = None if fraction is None else float(fraction)
+                record[f"{bench}_diff"] = None if diff is None else float(diff.scaleb(-2))
+        records.append(record)
+    frame = pd.DataFrame.from_records(records)
+    for column in ("step", "paper_row"):
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    return frame.to_csv(index=False)
 
 
 _LATEX_SPECIAL = {
@@ -134,22 +292,26 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
-def to_latex(table: pd.DataFrame, title: str, benchmarks: Sequence[str], select_on: str) -> str:
-    """A booktabs ``tabular`` to ``\\input`` into a paper; title and note as comments."""
-    header = ["Model", "Step", *(latex_escape(b) for b in benchmarks)]
-    lines = [
-        f"% {title}",
-        f"% {_note(select_on)}",
-        r"\begin{tabular}{l" + "r" * (len(benchmarks) + 1) + "}",
-        r"\toprule",
-        " & ".join(header) + r" \\",
-        r"\midrule",
-    ]
-    for record in table.to_dict("records"):
-        values = [_percent(record[b]).replace("%", r"\%") for b in benchmarks]
-        lines.append(
-            " & ".join([latex_escape(record["label"]), str(record["step"]), *values]) + r" \\"
-        )
+def to_latex(table: Table, select_on: str) -> str:
+    """A booktabs ``tabular`` to ``\\input`` into a paper; title and notes as comments."""
+    width = 3 if table.paper else 1
+    lines = [f"% {table.title}"]
+    lines += [f"% {note}" for note in _header_notes(table, select_on) + table.notes]
+    lines += [r"\begin{tabular}{l" + "r" * (len(table.benchmarks) * width + 1) + "}", r"\toprule"]
+    if table.paper:
+        groups = [rf"\multicolumn{{3}}{{c}}{{{latex_escape(b)}}}" for b in table.benchmarks]
+        lines.append(" & ".join(["Model", "Step", *groups]) + r" \\")
+        rules = [f"\\cmidrule(lr){{{3 + 3 * i}-{5 + 3 * i}}}" for i in range(len(groups))]
+        lines.append("".join(rules))
+        lines.append(" & ".join(["", "", *["ours & paper & $\\Delta$"] * len(groups)]) + r" \\")
+    else:
+        header = ["Model", "Step", *(latex_escape(b) for b in table.benchmarks)]
+        lines.append(" & ".join(header) + r" \\")
+    lines.append(r"\midrule")
+    for row, row_cells in zip(table.rows, table.cells, strict=True):
+        step = "" if row.step is None else str(row.step)
+        values = _values(table, row_cells, percent=r"\%")
+        lines.append(" & ".join([latex_escape(row.label), step, *values]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
@@ -162,20 +324,32 @@ def write_tables(
     benchmarks: Sequence[str],
     select_on: str,
     out_dir: str | Path,
+    runs: Mapping[str, RunSettings] | None = None,
+    published: Mapping[str, PaperTable] | None = None,
 ) -> list[Path]:
     """Write every configured table (or the default one) as .md, .csv and .tex, atomically.
 
     ``labels`` maps each run to its display label, in config order (the default table's order).
+    ``published`` holds the paper's printed tables, needed by tables that set ``paper``.
     """
     specs = dict(report_cfg.get("tables") or {}) or {DEFAULT_TABLE: default_spec(list(labels))}
     written = []
     for name in table_names(dict(report_cfg)):
         spec = specs[name]
-        table = build_table(expand_rows(spec["rows"], collapse, labels), evals, benchmarks)
+        paper = None
+        if spec.get("paper"):
+            if published is None:
+                raise ValueError(f"table {name!r} compares with {spec['paper']!r}: no paper data")
+            paper = paper_table(published, spec["paper"])
+        notes: list[str] = []
+        rows = expand_rows(spec["rows"], collapse, labels, runs, notes, paper)
+        if spec.get("note"):
+            notes.append(spec["note"])
+        table = build_table(spec["title"], rows, evals, benchmarks, paper, notes)
         texts = {
-            "md": to_markdown(table, spec["title"], benchmarks, select_on),
+            "md": to_markdown(table, select_on),
             "csv": to_csv(table),
-            "tex": to_latex(table, spec["title"], benchmarks, select_on),
+            "tex": to_latex(table, select_on),
         }
         for fmt in TABLE_FORMATS:
             path = Path(out_dir) / f"{name}.{fmt}"
@@ -187,20 +361,22 @@ def write_tables(
 def write_label_free_tables(
     evals: pd.DataFrame,
     collapse: pd.DataFrame,
-    runs: Mapping[str, Mapping[str, Any]],
+    runs: Mapping[str, RunSettings],
     rule: LabelFreeRule,
     select_on: str,
     out_dir: str | Path,
 ) -> list[Path]:
     """:data:`~mgrpo.report.LABEL_FREE_TABLES`: ``label_free.{md,csv}`` (per run, both
-    detectors) and ``seeds.{md,csv}`` (per arm, mean ± sd over seeds)."""
-    per_run = label_free_table(collapse)
+    detectors) and ``seeds.{md,csv}`` (per arm, mean ± sd over seeds). Both score and average
+    finished runs only (evaluated up to their ``steps``); the others are marked."""
+    per_run = label_free_table(collapse, {run: settings.steps for run, settings in runs.items()})
+    finished = per_run.loc[per_run["finished"], "run"].tolist()
     base = evals[(evals["benchmark"] == select_on) & (evals["step"] == 0)]
     base_accuracy = dict(zip(base["run"], base["accuracy"].astype(float), strict=True))
-    missing = sorted(set(runs) - set(base_accuracy))
+    missing = sorted(set(finished) - set(base_accuracy))
     if missing:
         raise ValueError(f"no step-0 evaluation on {select_on!r} of run(s) {missing}")
-    arms = seed_table(collapse, runs, base_accuracy)
+    arms = seed_table(collapse, runs, base_accuracy, finished)
     texts = {
         "label_free.md": label_free_markdown(per_run, rule, select_on),
         "label_free.csv": per_run.to_csv(index=False),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mgrpo.io import atomic_path, write_parquet
+from mgrpo.progress import progress
 from mgrpo.toy.problems import generate_splits
 
 
@@ -24,7 +25,7 @@ def write_toy_splits(spec: Mapping[str, Any], outputs: Mapping[str, str | Path])
     if missing:
         raise ValueError(f"data.toy.splits: no split(s) {missing} (have {sorted(spec['splits'])})")
     splits = generate_splits(spec["splits"], spec["levels"], seed=spec["seed"])
-    for name, path in outputs.items():
+    for name, path in progress(outputs.items(), desc="toy splits", unit="split"):
         frame = pd.DataFrame([p.__dict__ for p in splits[name]])
         write_parquet(path, frame[["id", "question", "answer", "solution", "level"]])
 

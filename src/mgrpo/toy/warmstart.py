@@ -21,6 +21,7 @@ from mgrpo.lm import (
     response_logits,
     token_log_probs,
 )
+from mgrpo.progress import progress
 from mgrpo.toy.problems import perturb_answer
 
 
@@ -79,7 +80,8 @@ def warm_start(
     warmup = max(1, steps // 10)
     generator = torch.Generator().manual_seed(seed)
     losses = []
-    for step in range(steps):
+    bar = progress(range(steps), desc="warm start", unit="step")
+    for step in bar:
         scale = (
             (step + 1) / warmup
             if step < warmup
@@ -104,5 +106,6 @@ def warm_start(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     model.eval()
     return losses

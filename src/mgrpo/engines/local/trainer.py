@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from mgrpo import lm
 from mgrpo.algorithm.answers import extract_answer, math_verify_equal
@@ -42,9 +41,11 @@ from mgrpo.engines.local.state import (
     load_trainer_state,
     save_checkpoint,
 )
+from mgrpo.progress import progress
 from mgrpo.run_layout import MOMENTUM_DIR, POLICY_DIR, CheckpointManifest, read_manifest
 from mgrpo.settings import RunSettings
 from mgrpo.step_records import ScoredPool, rollout_records, step_metrics
+from mgrpo.tracking import TrainingCurves
 
 
 class TrainingDiverged(RuntimeError):
@@ -364,12 +365,23 @@ def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) 
             )
 
     every = settings["resume_every"]
-    with tqdm(total=end - start, initial=trainer.step_index - start, desc=settings.name) as bar:
+    # Curves continue from the step training continues from (a kill's extra steps are redone).
+    curves = TrainingCurves(paths.tensorboard, first_step=trainer.step_index + 1)
+    bar = progress(
+        total=end - start,
+        initial=trainer.step_index - start,
+        desc=f"{settings.name} steps {start + 1}-{end}",
+        unit="step",
+    )
+    with curves, bar:
         while trainer.step_index < end:
             metrics, records = trainer.step()
             recorder.add(metrics, records)
+            curves.log_metrics(metrics)
+            bar.set_postfix(
+                reward=metrics["reward_mean"], label_acc=metrics["label_accuracy"], refresh=False
+            )
             bar.update()
-            bar.set_postfix(reward=metrics["reward_mean"], label_acc=metrics["label_accuracy"])
             if trainer.step_index % every == 0 and trainer.step_index < end:
                 recorder.checkpoint(trainer.step_index, trainer.save, trainer.identity, start, end)
 

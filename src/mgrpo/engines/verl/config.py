@@ -23,8 +23,14 @@ def chunk_keys(
     end: int,
     work_dir: str | Path,
     init_state: str | Path | None,
+    tensorboard: str | Path | None = None,
+    trackers: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The keys that are not run settings: paths, the chunk's bounds, names."""
+    """The keys that are not run settings: paths, the chunk's bounds, names, tracking.
+
+    ``tensorboard`` is the run's TensorBoard directory (None: no curves); ``trackers`` are
+    further verl tracking backends (wandb, mlflow, ...), from the workflow's ``logging``.
+    """
     return {
         "actor_rollout_ref.model.path": str(base_model),
         "data.train_files": str(train_file),
@@ -38,6 +44,8 @@ def chunk_keys(
         "mgrpo.init_state": None if init_state is None else str(init_state),
         "mgrpo.work_dir": str(work_dir),
         "mgrpo.resume_every": settings["resume_every"],
+        "mgrpo.tensorboard": None if tensorboard is None else str(tensorboard),
+        "trainer.logger": ["console", *trackers],
     }
 
 

@@ -96,6 +96,7 @@ def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) 
         from mgrpo.engines.verl.data import write_verl_dataset
         from mgrpo.engines.verl.task_runner import run
         from mgrpo.lm import load_tokenizer
+        from mgrpo.tracking import extra_trackers
 
         tokenizer = load_tokenizer(paths.base_model)
         write_verl_dataset(paths.train_data, tokenizer, settings["max_prompt_tokens"], train_file)
@@ -107,6 +108,8 @@ def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) 
             end=end,
             work_dir=work,
             init_state=first,
+            tensorboard=paths.tensorboard,
+            trackers=extra_trackers(),
         )
         run(config)
         done = find_state(states, identity, start, end)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from mgrpo.engines.verl.worker import SELF_CERTAINTY_FLAG, momentum_file
 from mgrpo.io import write_json
 from mgrpo.settings import RunSettings
 from mgrpo.step_records import ChunkRecords, rollout_records, step_metrics
+from mgrpo.tracking import TrainingCurves, tracked_metrics
 
 
 def scheduled_lr(optim: Any, update_index: int) -> float:
@@ -186,14 +187,22 @@ class MGRPOTrainer(RayPPOTrainer):
         from omegaconf import OmegaConf
         from verl.utils.tracking import Tracking
 
+        curves = self.chunk.get("tensorboard")
+        backends = list(self.config.trainer.logger)
+        if curves is not None:  # the run's curves replace verl's TensorBoard adapter (below)
+            backends = [backend for backend in backends if backend != "tensorboard"]
         logger = Tracking(
             project_name=self.config.trainer.project_name,
             experiment_name=self.config.trainer.experiment_name,
-            default_backend=self.config.trainer.logger,
+            default_backend=backends,
             config=OmegaConf.to_container(self.config, resolve=True),
         )
         self.global_steps = 0
         self._load_checkpoint()
+        if curves is not None:
+            # Continues the run's curves from the step training continues from, each step once
+            # (verl's own adapter would show a resumed chunk's redone steps twice).
+            logger.logger["tensorboard"] = TrainingCurves(curves, first_step=self.global_steps + 1)
         if self.global_steps < self.end:
             self.rollouts.load_policy(self.global_steps)
         batches = self._batches()
@@ -202,7 +211,7 @@ class MGRPOTrainer(RayPPOTrainer):
             self.global_steps += 1
             metrics, records, verl_metrics = self.train_step(next(batches))
             self.records.add(metrics, records)
-            logger.log(data={**verl_metrics, **_prefixed(metrics)}, step=self.global_steps)
+            logger.log(data={**verl_metrics, **tracked_metrics(metrics)}, step=self.global_steps)
             last = self.global_steps == self.end
             if last or self.global_steps % every == 0:
                 self._save_checkpoint()
@@ -405,12 +414,3 @@ class MGRPOTrainer(RayPPOTrainer):
         )
         output = self.actor_rollout_wg.update_actor(td)
         return rename_dict(tu.get(output, "metrics"), "actor/")
-
-
-def _prefixed(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Our metrics line for verl's logger (numbers only, under ``mgrpo/``)."""
-    return {
-        f"mgrpo/{k}": v
-        for k, v in metrics.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and k != "step"
-    }
