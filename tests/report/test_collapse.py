@@ -177,6 +177,24 @@ def test_collapse_table_keeps_a_run_without_evaluations_as_an_empty_row(tmp_path
     assert back["choice_step"].tolist() == [pd.NA, 10]
 
 
+def test_collapse_table_label_free_choice_and_its_accuracy():
+    # majority ratio jumps at step 11: the 5-step mean crosses +30 % at step 13, so the choice
+    # is the last checkpoint at or before step 13 - 5 = 8, and its accuracy is that step's
+    evals = pd.DataFrame(
+        [("srt", s, "math", a) for s, a in ((0, 0.5), (4, 0.6), (8, 0.7), (12, 0.4), (20, 0.2))],
+        columns=["run", "step", "benchmark", "accuracy"],
+    )
+    metrics = pd.DataFrame(
+        [("srt", step, 0.6 if step <= 10 else 0.95) for step in range(1, 21)],
+        columns=["run", "step", "majority_ratio"],
+    )
+    runs = {"srt": run_settings("srt", method="srt")}
+    row = collapse_table(evals, metrics, runs, "math", MARGIN, RULE).iloc[0]
+    assert (row["warning_step"], row["warning_signal"]) == (13, "majority_ratio")
+    assert (row["choice_step"], row["choice_accuracy"]) == (8, 0.7)
+    assert (row["best_step"], row["collapse_step"]) == (8, 12)
+
+
 def test_collapse_table_run_without_metrics_has_no_warning():
     # evaluated but its metrics are not in results/ (yet): no warning, the final checkpoint
     evals = pd.DataFrame(

@@ -102,6 +102,16 @@ def test_a_rise_of_a_fall_signal_does_not_warn():
     assert warning.step is None
 
 
+@pytest.mark.parametrize(("before", "after", "threshold"), [(0.5, 1.0, 0.5), (1.0, 0.0, -0.5)])
+def test_a_change_of_exactly_the_threshold_warns(before, after, threshold):
+    # window 2, baseline = mean of steps 1-2 = before; at step 3 the mean is halfway to after,
+    # a change of exactly +-50 % (exact in binary floating point): "at least", not "more than"
+    rule = LabelFreeRule(window=2, baseline_step=2, thresholds={"majority_ratio": threshold})
+    frame = metrics(majority_ratio=[before, before, after, after, after])
+    assert smoothed_signals(frame, rule)["majority_ratio_change"].tolist()[2] == threshold
+    assert detect_warning(frame, [0, 5], rule).step == 3
+
+
 def test_first_signal_to_cross_wins():
     warning = detect_warning(
         metrics(
@@ -311,6 +321,16 @@ def test_score_precision_recall_and_lead_by_hand():
     assert got.best_accuracy == pytest.approx((0.85 + 0.84 + 0.82 + 0.80 + 0.86 + 0.83) / 6)
     assert got.final_accuracy == pytest.approx((0.60 + 0.50 + 0.81 + 0.78 + 0.55 + 0.83) / 6)
     assert got.choice_accuracy == pytest.approx((0.80 + 0.70 + 0.79 + 0.80 + 0.55 + 0.83) / 6)
+
+
+def test_median_lead_is_the_median_of_the_warned_collapses():
+    # three hits with leads +10, +2 and -30 (median 2, mean -6); the false alarm has no lead
+    rows = collapse_rows().iloc[[0, 0, 0, 2]].reset_index(drop=True)
+    rows["run"] = ["a", "b", "c", "false_alarm"]
+    rows["warning_step"] = pd.array([40, 48, 80, 30], dtype="Int64")
+    got = score(label_free_table(rows))
+    assert got.median_lead == 2.0
+    assert got.early == 2
 
 
 def test_score_without_warnings_or_collapses_is_undefined_not_zero():

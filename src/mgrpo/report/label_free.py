@@ -9,7 +9,7 @@ self-supervised RL does not have. This one reads only the step signals every eng
 2. **Baseline.** The run's own reference is the smoothed value at step ``baseline_step``: the
    first steps after the warm-up, before self-training has had time to feed on itself.
 3. **Warn.** The warning step is the first step after ``baseline_step`` at which some watched
-   signal has moved from its baseline by more than its threshold, in the direction the
+   signal has moved from its baseline by at least its threshold, in the direction the
    mechanism predicts (``report.label_free.thresholds``: a negative threshold warns on a fall,
    a positive one on a rise; changes are relative to the baseline value). Signals a run does
    not log (e.g. ``vote_agreement`` of single-policy methods) are skipped.
