@@ -7,6 +7,8 @@ every candidate rule (one watched signal, one relative threshold, one smoothing 
 prints precision, recall, median lead and the mean accuracy of the label-free choice, plus two
 references that read no signal at all: never warn (keep the final checkpoint) and stop at a
 fixed step. Run it on the development runs only: the rule it helps choose is scored on others.
+On the scored runs, ``--references-only`` prints the two references alone (no candidate rule),
+the yardsticks docs/label-free.md sets the shipped rule against.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def main() -> None:
     parser.add_argument("experiment", type=Path, help="e.g. results/experiments/toy-seeds-dev")
     parser.add_argument("--select-on", default="test")
     parser.add_argument("--margin", type=float, default=0.05, help="report.collapse_margin")
+    parser.add_argument(
+        "--references-only",
+        action="store_true",
+        help="only never-warn and fixed-stop rows (for scored runs: no rule is chosen there)",
+    )
     args = parser.parse_args()
     results = args.experiment / "results"
     evals = load_evals(sorted(results.glob("eval/*/step*/*.json")))
@@ -100,7 +107,8 @@ def main() -> None:
     for step in (10, 20, 30, 50):
         fixed = {r: (step, choose_checkpoint(c, step, 0)) for r, c in checkpoints.items()}
         report(f"fixed stop at step {step}", table_for(fixed))
-    for signal, threshold, window in itertools.product(DIRECTIONS, THRESHOLDS, WINDOWS):
+    candidates = itertools.product(DIRECTIONS, THRESHOLDS, WINDOWS)
+    for signal, threshold, window in [] if args.references_only else candidates:
         rule = LabelFreeRule(window, BASELINE_STEP, {signal: DIRECTIONS[signal] * threshold})
         warn = {}
         for run, steps in checkpoints.items():
