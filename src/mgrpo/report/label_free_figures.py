@@ -22,9 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from mgrpo.algorithm.signals import LABEL_FREE_SIGNALS
-from mgrpo.io import atomic_path
 from mgrpo.report import LABEL_FREE_FIGURES
-from mgrpo.report.figures import DPI, STYLE, FigureData
+from mgrpo.report.figures import FigureData, save_figure
 from mgrpo.report.label_free import LabelFreeRule, smoothed_signals
 
 COLLAPSE_STYLE = {"color": "red", "linestyle": "--", "linewidth": 1.8}
@@ -214,15 +213,7 @@ def write_label_free_figures(
 ) -> list[Path]:
     """Draw :data:`mgrpo.report.LABEL_FREE_FIGURES` to ``out_dir/<name>.png``, atomically."""
     plots = {"label_free_signals": plot_signals, "label_free_runs": plot_runs}
-    written = []
-    for name in LABEL_FREE_FIGURES:
-        path = Path(out_dir) / f"{name}.png"
-        with plt.rc_context(STYLE):
-            fig = plots[name](data, rule)
-            try:
-                with atomic_path(path) as tmp:
-                    fig.savefig(tmp, format="png", dpi=DPI)
-            finally:
-                plt.close(fig)
-        written.append(path)
-    return written
+    return [
+        save_figure(lambda name=name: plots[name](data, rule), Path(out_dir) / f"{name}.png")
+        for name in LABEL_FREE_FIGURES
+    ]
