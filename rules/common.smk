@@ -9,7 +9,14 @@ sys.path.insert(0, SRC)
 from mgrpo.config import model_key, validate_config
 from mgrpo.run_layout import read_manifest
 from mgrpo.settings import resolve_run_settings
-from mgrpo.report import FIGURES, PAPER_NUMBERS, TABLE_FORMATS, table_names
+from mgrpo.report import (
+    FIGURES,
+    LABEL_FREE_FIGURES,
+    LABEL_FREE_TABLES,
+    PAPER_NUMBERS,
+    TABLE_FORMATS,
+    table_names,
+)
 
 # Every rule runs `python -m mgrpo` from this checkout, in whichever Python environment the
 # job uses. `python` is the interpreter running Snakemake (the .venv, whether Snakemake was
@@ -221,15 +228,21 @@ def report_config():
 
 
 def report_table_files():
-    return [
+    paper = [
         f"results/tables/{name}.{ext}"
         for name in table_names(CONFIG["report"])
         for ext in TABLE_FORMATS
     ]
+    label_free = [
+        f"results/tables/{name}.{ext}"
+        for name in LABEL_FREE_TABLES
+        for ext in ("md", "csv")
+    ]
+    return paper + label_free
 
 
 def report_figure_files():
-    return [f"results/figures/{name}.png" for name in FIGURES]
+    return [f"results/figures/{name}.png" for name in (*FIGURES, *LABEL_FREE_FIGURES)]
 
 
 def report_provenance():

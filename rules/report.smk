@@ -1,13 +1,15 @@
-# Tables and figures, from results/ only; cheap, so local rules on a cluster. The default
-# target builds them after every evaluation; naming report files as targets builds them from
-# what results/ holds now (see report_inputs in common.smk). `reported()` marks each output for
-# the HTML report (`snakemake --report results/report.html`) with its caption from
-# workflow/report/.
+# Tables and figures, from results/ only; cheap, so local rules on a cluster. `collapse` runs
+# both detectors (labelled: validation accuracy; label-free: training signals only) once; tables
+# and figures read its verdicts. The default target builds them after every evaluation; naming
+# report files as targets builds them from what results/ holds now (see report_inputs in
+# common.smk). `reported()` marks each output for the HTML report
+# (`snakemake --report results/report.html`) with its caption from workflow/report/.
 
 
 rule collapse:
     input:
         evals=report_evals,
+        metrics=report_metrics,
     output:
         reported(["results/tables/collapse.csv"]),
     log:
@@ -20,7 +22,7 @@ rule collapse:
         provenance=report_provenance(),
     shell:
         "python -m mgrpo report collapse --config {params.config:q}"
-        " --evals {input.evals} --out {output} > {log} 2>&1"
+        " --evals {input.evals} --metrics {input.metrics} --out {output} > {log} 2>&1"
 
 
 rule tables:

@@ -89,13 +89,20 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
 
 
 def _check_report(cfg: Mapping[str, Any]) -> None:
-    """Every run a table or figure names exists; paper rows exist in the published numbers."""
+    """Every run a table or figure names exists; paper rows exist in the published numbers; the
+    label-free baseline lies after one full smoothing window."""
     from mgrpo.report.paper import load_paper_numbers
 
     def check_run(run: str, key: str) -> None:
         if run not in cfg["runs"]:
             raise ConfigError(f"config key '{key}': unknown run {run!r}")
 
+    label_free = cfg["report"]["label_free"]
+    if label_free["baseline_step"] < label_free["window"]:
+        raise ConfigError(
+            f"config key 'report.label_free.baseline_step': {label_free['baseline_step']} is "
+            f"earlier than one full smoothing window (window={label_free['window']})"
+        )
     published = None
     for table, spec in cfg["report"]["tables"].items():
         where = f"report.tables.{table}"

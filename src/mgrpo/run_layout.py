@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mgrpo.algorithm.signals import LABEL_FREE_SIGNALS
 from mgrpo.io import write_json, write_jsonl, write_parquet
 
 if TYPE_CHECKING:
@@ -54,7 +55,9 @@ ROLLOUT_COLUMNS: dict[str, Column] = {
     "entropy": Column("float64", "trajectory entropy the IQR filter saw (mean over tokens)"),
     "self_certainty": Column("Float64", "trajectory self-certainty (Intuitor's reward); else null"),
     "kept": Column("bool", "survived the IQR entropy filter (always true without it)"),
-    "trained": Column("bool", "kept policy rollout: the only rollouts with a gradient"),
+    "trained": Column(
+        "bool", "has a gradient: a kept policy rollout (any policy rollout if iqr_scope: vote)"
+    ),
     "pseudo_label": Column("string", "majority vote over the pool's kept answers; null = none"),
     "reward": Column("Float64", "reward the loss used; null exactly where not trained"),
     "advantage": Column("Float64", "advantage the loss used; null exactly where not trained"),
@@ -74,17 +77,14 @@ METRICS_FIELDS: dict[str, str] = {
     "kl": "low-variance KL to the frozen base model",
     "clip_frac": "fraction of trained tokens whose ratio was clipped",
     "grad_norm": "gradient norm before clipping",
-    "reward_mean": "mean reward of the trained rollouts",
+    # Label-free signals (no ground truth): what the label-free collapse warning reads.
+    **LABEL_FREE_SIGNALS,
+    # Diagnostics that read the hidden labels; they never feed training.
     "label_accuracy": "fraction of pseudo-labels equal to the ground truth (prompts with both)",
     "label_rate": "fraction of prompts whose kept pool produced a pseudo-label",
-    "majority_ratio": "mean share of the winning answer among the kept answers",
     "policy_accuracy": "fraction of policy rollouts whose answer is the ground truth",
-    "answer_rate": "fraction of all rollouts with an extractable answer",
-    "entropy_policy": "mean trajectory entropy of the policy rollouts",
     "entropy_momentum": "mean trajectory entropy of the momentum rollouts",
-    "kept_fraction": "fraction of all rollouts kept by the IQR filter",
     "trained_rollouts": "number of rollouts with a gradient",
-    "response_length": "mean response length in tokens, all rollouts",
     "step_time": "seconds for the whole step",
     "sample_time": "seconds spent sampling rollouts",
 }

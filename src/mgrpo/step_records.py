@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mgrpo.algorithm.groups import GroupScore
+from mgrpo.algorithm.signals import step_signals
 from mgrpo.io import read_jsonl, write_jsonl, write_parquet
 from mgrpo.run_layout import rollout_frame, write_chunk_records
 
@@ -43,9 +44,18 @@ def step_metrics(
     pools: Sequence[ScoredPool],
     update: Mapping[str, float],
 ) -> dict[str, Any]:
-    """The step's metrics line (without timings): ``update`` holds lr, losses and grad norm."""
+    """The step's metrics line (without timings): ``update`` holds lr, losses and grad norm.
+
+    The label-free signals come from :func:`mgrpo.algorithm.signals.step_signals`; the rest
+    reads the hidden labels (diagnostics that never feed training) or counts rollouts.
+    """
     groups = [p.group for p in pools]
-    rewards = [r for g in groups for r in g.rewards if r is not None]
+    signals = step_signals(
+        groups,
+        [p.is_momentum for p in pools],
+        [p.entropies for p in pools],
+        [p.lengths for p in pools],
+    )
     labelled = [g.label_correct for g in groups if g.label_correct is not None]
     correct = [
         p.group.answers[i] is not None and p.group.answers[i] == p.group.truth
@@ -53,31 +63,20 @@ def step_metrics(
         for i, momentum in enumerate(p.is_momentum)
         if not bool(momentum) and p.group.truth is not None
     ]
-
-    def entropies(momentum: bool) -> list[float]:
-        return [
-            e
-            for p in pools
-            for e, m in zip(p.entropies, p.is_momentum, strict=True)
-            if bool(m) == momentum
-        ]
-
+    momentum_entropies = [
+        e for p in pools for e, m in zip(p.entropies, p.is_momentum, strict=True) if bool(m)
+    ]
     return {
         "run": run,
         "method": method,
         "step": step,
         **update,
-        "reward_mean": _mean(rewards),
+        **signals,
         "label_accuracy": _mean([float(c) for c in labelled]),
         "label_rate": _mean([float(g.label is not None) for g in groups]),
-        "majority_ratio": _mean([g.majority_ratio for g in groups]),
         "policy_accuracy": _mean([float(c) for c in correct]),
-        "answer_rate": _mean([float(a is not None) for g in groups for a in g.answers]),
-        "entropy_policy": _mean(entropies(False)),
-        "entropy_momentum": _mean(entropies(True)),
-        "kept_fraction": _mean([float(k) for g in groups for k in g.kept]),
+        "entropy_momentum": _mean(momentum_entropies),
         "trained_rollouts": sum(sum(g.trained) for g in groups),
-        "response_length": _mean([float(n) for p in pools for n in p.lengths]),
     }
 
 

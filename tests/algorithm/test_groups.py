@@ -19,7 +19,9 @@ EPS = 1e-6
 A_HALF = 0.5 / (math.sqrt(1 / 3) + EPS)
 
 
-def make_method(reward="majority", m=4, n=0, iqr_k=None, name=None) -> Method:
+def make_method(
+    reward="majority", m=4, n=0, iqr_k=None, name=None, iqr_scope="vote_and_train"
+) -> Method:
     if name is None:
         name = {"majority": "mgrpo" if n else "srt", "ground_truth": "gt_grpo"}.get(
             reward, "intuitor"
@@ -31,6 +33,7 @@ def make_method(reward="majority", m=4, n=0, iqr_k=None, name=None) -> Method:
         momentum_rollouts=n,
         iqr_k=iqr_k,
         momentum=0.99,
+        iqr_scope=iqr_scope,
     )
 
 
@@ -88,6 +91,74 @@ def test_filter_drops_low_entropy_rollouts_and_changes_the_label():
     assert score.advantages == pytest.approx(
         [A_HALF, None, -A_HALF, A_HALF, None, -A_HALF, None, None]
     )
+
+
+def test_vote_only_filter_keeps_filtered_policy_rollouts_in_training():
+    # Ablation iqr_scope=vote: the same rollouts are dropped from the vote (label stays B, not
+    # the unfiltered A), but every policy rollout, filtered or not, is rewarded and trained.
+    method = make_method(m=6, n=2, iqr_k=0.75, iqr_scope="vote")
+    score = score_group(FILTER_ANSWERS, FILTER_MOMENTUM, FILTER_ENTROPIES, method)
+    assert score.kept == [True, False, True, True, False, True, True, True]
+    assert score.label == "B"
+    assert (score.votes, score.valid) == (3, 6)
+    assert score.trained == [True] * 6 + [False] * 2
+    # policy answers B, A, C, B, A, A against B -> [1, 0, 0, 1, 0, 0]; filtered ones (1, 4) get 0
+    assert score.rewards == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, None, None]
+    # mean 1/3, unbiased var = (2 * 4/9 + 4 * 1/9) / 5 = 4/15, std 0.5163978
+    # A = (2/3) / 0.5163988 = 1.2909919 and (-1/3) / 0.5163988 = -0.6454960
+    hi, lo = (2 / 3) / (math.sqrt(4 / 15) + EPS), (-1 / 3) / (math.sqrt(4 / 15) + EPS)
+    assert hi == pytest.approx(1.2909919, abs=1e-6)
+    assert score.advantages == pytest.approx([hi, lo, lo, hi, lo, lo, None, None])
+
+
+def test_vote_only_scope_without_a_filter_drop_is_the_paper_filter():
+    # when the filter drops nothing, both scopes train exactly the same rollouts
+    entropies = [1.0] * 8
+    paper = score_group(
+        FILTER_ANSWERS, FILTER_MOMENTUM, entropies, make_method(m=6, n=2, iqr_k=0.75)
+    )
+    vote = score_group(
+        FILTER_ANSWERS,
+        FILTER_MOMENTUM,
+        entropies,
+        make_method(m=6, n=2, iqr_k=0.75, iqr_scope="vote"),
+    )
+    assert paper == vote
+
+
+def test_policy_and_momentum_sub_votes_ignore_the_filter():
+    # Policy answers B, A, C, B, A, A -> A (3 votes); over the kept ones only (B, C, B, A) it
+    # would be B. Momentum answers B, A -> tie, first (B). The two sub-votes disagree.
+    method = make_method(m=6, n=2, iqr_k=0.75)
+    score = score_group(FILTER_ANSWERS, FILTER_MOMENTUM, FILTER_ENTROPIES, method)
+    assert (score.policy_label, score.momentum_label) == ("A", "B")
+    assert score.votes_agree is False
+    # momentum rollouts answering A, A agree with the policy's A
+    agreeing = score_group(
+        [*FILTER_ANSWERS[:6], "A", "A"], FILTER_MOMENTUM, FILTER_ENTROPIES, method
+    )
+    assert (agreeing.policy_label, agreeing.momentum_label) == ("A", "A")
+    assert agreeing.votes_agree is True
+
+
+def test_sub_votes_are_none_without_momentum_or_without_answers():
+    score = score_group(["A", "B", "A", None], [False] * 4, [1.0] * 4, SRT)
+    assert (score.policy_label, score.momentum_label, score.votes_agree) == ("A", None, None)
+    silent = score_group(
+        ["A", "A", None, None], [False, False, True, True], [1.0] * 4, make_method(m=2, n=2)
+    )
+    assert (silent.policy_label, silent.momentum_label, silent.votes_agree) == ("A", None, None)
+
+
+def test_sub_votes_use_merged_answers():
+    score = score_group(
+        ["0.5", "0.5", r"\frac{1}{2}"],
+        [False, False, True],
+        [1.0] * 3,
+        make_method(m=2, n=1),
+        equal=_half_equal,
+    )
+    assert score.votes_agree is True
 
 
 def test_same_pool_without_filter_votes_the_other_label():
@@ -166,6 +237,8 @@ def test_empty_pool(iqr_k):
         votes=0,
         valid=0,
         truth=None,
+        policy_label=None,
+        momentum_label=None,
     )
 
 
@@ -302,20 +375,24 @@ def pools(draw):
         st.lists(st.floats(min_value=0.0, max_value=5.0, allow_nan=False), min_size=n, max_size=n)
     )
     iqr_k = draw(st.sampled_from([None, 0.0, 0.75, 2.0]))
-    return answers, is_momentum, entropies, iqr_k
+    scope = draw(st.sampled_from(["vote_and_train", "vote"]))
+    return answers, is_momentum, entropies, iqr_k, scope
 
 
 @settings(max_examples=100, deadline=None)
 @given(pools())
 def test_score_group_invariants(pool):
-    answers, is_momentum, entropies, iqr_k = pool
+    answers, is_momentum, entropies, iqr_k, scope = pool
     n = len(answers)
-    method = make_method(m=n, iqr_k=iqr_k, name="mgrpo")
+    method = make_method(m=n, iqr_k=iqr_k, name="mgrpo", iqr_scope=scope)
     score = score_group(answers, is_momentum, entropies, method)
 
     expected_kept = [True] * n if iqr_k is None else iqr_keep_mask(entropies, iqr_k)
     assert score.kept == expected_kept
-    assert score.trained == [k and not m for k, m in zip(score.kept, is_momentum, strict=True)]
+    if scope == "vote":  # the filter only decides who votes
+        assert score.trained == [not m for m in is_momentum]
+    else:
+        assert score.trained == [k and not m for k, m in zip(score.kept, is_momentum, strict=True)]
     for i in range(n):
         assert (score.rewards[i] is None) == (not score.trained[i])
         assert (score.advantages[i] is None) == (not score.trained[i])
@@ -333,3 +410,8 @@ def test_score_group_invariants(pool):
     assert abs(sum(advantages)) < 1e-9
     if len({score.rewards[i] for i in trained}) <= 1:
         assert advantages == [0.0] * len(trained)
+
+    policy = [a for a, m in zip(answers, is_momentum, strict=True) if not m]
+    momentum = [a for a, m in zip(answers, is_momentum, strict=True) if m]
+    assert score.policy_label == majority_vote(policy).label
+    assert score.momentum_label == majority_vote(momentum).label

@@ -144,3 +144,33 @@ def test_method_is_frozen():
     method = method_from_settings({"method": "srt", "rollouts": 8})
     with pytest.raises(dataclasses.FrozenInstanceError):
         method.iqr_k = 0.75  # type: ignore[misc]
+
+
+def test_iqr_scope_defaults_to_the_papers_filter():
+    method = method_from_settings({"method": "mgrpo", "rollouts": 8})
+    assert method.iqr_scope == "vote_and_train"
+    assert method.label == "M-GRPO+IQR"
+
+
+@pytest.mark.parametrize(
+    ("name", "label"), [("srt", "SRT+IQR(vote)"), ("mgrpo", "M-GRPO+IQR(vote)")]
+)
+def test_vote_only_filter_is_its_own_arm(name, label):
+    settings = {"method": name, "rollouts": 8, "iqr": True, "iqr_scope": "vote"}
+    method = method_from_settings(settings)
+    assert method.iqr_scope == "vote"
+    assert method.label == label
+
+
+@pytest.mark.parametrize("name", ["srt", "mgrpo"])
+def test_vote_only_scope_needs_the_filter(name):
+    with pytest.raises(ValueError) as info:
+        method_from_settings({"method": name, "rollouts": 8, "iqr": False, "iqr_scope": "vote"})
+    assert str(info.value).startswith("iqr_scope:")
+    assert "iqr: true" in str(info.value)
+
+
+def test_unknown_iqr_scope_is_rejected():
+    with pytest.raises(ValueError) as info:
+        method_from_settings({"method": "srt", "rollouts": 8, "iqr": True, "iqr_scope": "train"})
+    assert str(info.value).startswith("iqr_scope:")

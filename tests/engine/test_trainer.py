@@ -18,6 +18,7 @@ from support import as_float32, chunk, raw_scalar_counts, run_settings, tensorbo
 
 from mgrpo.algorithm.filtering import iqr_keep_mask
 from mgrpo.algorithm.groups import score_group
+from mgrpo.algorithm.signals import LABEL_FREE_SIGNALS, step_signals
 from mgrpo.engines.local import trainer as trainer_module
 from mgrpo.engines.local.trainer import TrainingDiverged, lr_multiplier
 from mgrpo.io import read_jsonl
@@ -133,8 +134,10 @@ def test_rollout_records_are_what_the_loss_used(
     expected = [a for _, g in recorded for a in g.sort_index()["advantage"].tolist()]
     assert loss_advantages == pytest.approx(expected, abs=1e-6)
 
-    # Re-scoring each recorded pool reproduces filter, label, rewards and advantages.
-    for (_, _), pool in records.groupby(["step", "prompt_id"], sort=False):
+    # Re-scoring each recorded pool reproduces filter, label, rewards and advantages, and the
+    # step's label-free signals are those of the re-scored pools.
+    rescored: dict[int, list] = {}
+    for (step, _), pool in records.groupby(["step", "prompt_id"], sort=False):
         pool = pool.sort_values("rollout")
         score = score_group(
             [None if pd.isna(a) else a for a in pool["answer"]],
@@ -149,7 +152,16 @@ def test_rollout_records_are_what_the_loss_used(
             None if pd.isna(pool["pseudo_label"].iloc[0]) else pool["pseudo_label"].iloc[0]
         )
         assert score.rewards == [None if pd.isna(r) else r for r in pool["reward"]]
+        flags = (pool["source"] == "momentum").tolist()
+        rescored.setdefault(step, []).append((score, flags, pool["entropy"].tolist()))
     assert (records.loc[records["source"] == "momentum", "trained"] == False).all()  # noqa: E712
+    for line in read_jsonl(paths.metrics):
+        groups, flags, entropies = zip(*rescored[line["step"]], strict=True)
+        lengths = [[0] * len(f) for f in flags]  # not in the records; checked by hand elsewhere
+        signals = step_signals(groups, flags, entropies, lengths)
+        for name in set(LABEL_FREE_SIGNALS) - {"response_length"}:
+            assert line[name] == pytest.approx(signals[name]), name
+        assert line["response_length"] > 0
 
 
 def test_nan_loss_stops_and_keeps_last_good_state(
@@ -282,8 +294,9 @@ def test_lr_multiplier_constant_after_warmup() -> None:
         {"method": "gt_grpo"},
         {"method": "srt", "iqr": True},
         {**MGRPO, "entropy_model": "generator"},
+        {**MGRPO, "iqr_scope": "vote"},
     ],
-    ids=["intuitor", "gt_grpo", "srt_iqr", "mgrpo_generator_entropy"],
+    ids=["intuitor", "gt_grpo", "srt_iqr", "mgrpo_generator_entropy", "mgrpo_iqr_vote_only"],
 )
 def test_every_method_trains_and_records_its_reward(
     toy_dir: Path, tmp_path: Path, overrides: dict
@@ -305,3 +318,9 @@ def test_every_method_trains_and_records_its_reward(
     for _, pool in records.groupby(["step", "prompt_id"]):
         expected = iqr_keep_mask(pool["entropy"].tolist(), 0.75) if overrides.get("iqr") else None
         assert pool["kept"].tolist() == (expected or [True] * len(pool))
+        policy = (pool["source"] == "policy").tolist()
+        if overrides.get("iqr_scope") == "vote":  # filtered policy rollouts are still trained
+            assert pool["trained"].tolist() == policy
+        else:
+            kept = pool["kept"].tolist()
+            assert pool["trained"].tolist() == [k and p for k, p in zip(kept, policy, strict=True)]

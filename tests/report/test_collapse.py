@@ -16,6 +16,7 @@ from mgrpo.report.collapse import (
     detect_collapse,
     read_collapse,
 )
+from mgrpo.report.label_free import LabelFreeRule
 
 MARGIN = 0.05
 
@@ -112,6 +113,16 @@ def test_invariants(curve, margin):
         assert curve[steps[-1]] >= threshold
 
 
+RULE = LabelFreeRule(window=5, baseline_step=5, thresholds={"majority_ratio": 0.3})
+
+
+def flat_metrics(runs: dict) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(run, step, 0.6) for run in runs for step in range(1, 21)],
+        columns=["run", "step", "majority_ratio"],
+    )
+
+
 def test_collapse_table_one_row_per_run_on_select_on_only():
     evals = pd.DataFrame(
         [
@@ -122,7 +133,7 @@ def test_collapse_table_one_row_per_run_on_select_on_only():
         columns=["run", "step", "benchmark", "accuracy"],
     )  # fmt: skip
     runs = {"srt": run_settings("srt", method="srt"), "mg": run_settings("mg", method="mgrpo")}
-    table = collapse_table(evals, runs, "math", MARGIN)
+    table = collapse_table(evals, flat_metrics(runs), runs, "math", MARGIN, RULE)
     assert tuple(table.columns) == COLLAPSE_COLUMNS
     assert table["run"].tolist() == ["srt", "mg"]
     assert table["method"].tolist() == ["SRT", "M-GRPO+IQR"]
@@ -130,6 +141,10 @@ def test_collapse_table_one_row_per_run_on_select_on_only():
     assert table["best_step"].tolist() == [10, 20]
     assert table["collapse_step"].tolist() == [20, pd.NA]
     assert table["collapsed"].tolist() == [True, False]
+    # flat signals: no label-free warning, so the label-free choice is the final checkpoint
+    assert table["warning_step"].isna().all()
+    assert table["choice_step"].tolist() == [20, 20]
+    assert table["choice_accuracy"].tolist() == [0.3, 0.7]
 
 
 def test_collapse_table_keeps_a_run_without_evaluations_as_an_empty_row(tmp_path):
@@ -139,23 +154,65 @@ def test_collapse_table_keeps_a_run_without_evaluations_as_an_empty_row(tmp_path
         columns=["run", "step", "benchmark", "accuracy"],
     )
     runs = {"srt": run_settings("srt", method="srt"), "mg": run_settings("mg", method="mgrpo")}
-    table = collapse_table(evals, runs, "math", MARGIN)
+    # srt has trained (its metrics show a warning at step 11) but nothing is evaluated yet
+    metrics = pd.DataFrame(
+        [("srt", step, 0.6 if step <= 5 else 0.95) for step in range(1, 21)]
+        + [("mg", step, 0.6) for step in range(1, 21)],
+        columns=["run", "step", "majority_ratio"],
+    )
+    table = collapse_table(evals, metrics, runs, "math", MARGIN, RULE)
     assert table["run"].tolist() == ["srt", "mg"]
     assert table["best_step"].tolist() == [pd.NA, 10]
     assert table["final_step"].tolist() == [pd.NA, 10]
     assert table["collapsed"].tolist() == [False, False]
+    # the label-free warning needs metrics only; its choice needs an evaluated checkpoint
+    assert table["warning_step"].tolist() == [8, pd.NA]  # trailing mean of 5 crosses 0.78
+    assert table["choice_step"].tolist() == [pd.NA, 10]
     path = tmp_path / "collapse.csv"
     path.write_text(table.to_csv(index=False))
     back = read_collapse(path)
     assert back["best_step"].tolist() == [pd.NA, 10]
     assert back["collapsed"].tolist() == [False, False]
+    assert back["warning_step"].tolist() == [8, pd.NA]
+    assert back["choice_step"].tolist() == [pd.NA, 10]
+
+
+def test_collapse_table_label_free_choice_and_its_accuracy():
+    # majority ratio jumps at step 11: the 5-step mean crosses +30 % at step 13, so the choice
+    # is the last checkpoint at or before step 13 - 5 = 8, and its accuracy is that step's
+    evals = pd.DataFrame(
+        [("srt", s, "math", a) for s, a in ((0, 0.5), (4, 0.6), (8, 0.7), (12, 0.4), (20, 0.2))],
+        columns=["run", "step", "benchmark", "accuracy"],
+    )
+    metrics = pd.DataFrame(
+        [("srt", step, 0.6 if step <= 10 else 0.95) for step in range(1, 21)],
+        columns=["run", "step", "majority_ratio"],
+    )
+    runs = {"srt": run_settings("srt", method="srt")}
+    row = collapse_table(evals, metrics, runs, "math", MARGIN, RULE).iloc[0]
+    assert (row["warning_step"], row["warning_signal"]) == (13, "majority_ratio")
+    assert (row["choice_step"], row["choice_accuracy"]) == (8, 0.7)
+    assert (row["best_step"], row["collapse_step"]) == (8, 12)
+
+
+def test_collapse_table_run_without_metrics_has_no_warning():
+    # evaluated but its metrics are not in results/ (yet): no warning, the final checkpoint
+    evals = pd.DataFrame(
+        [("srt", 0, "math", 0.1), ("srt", 10, "math", 0.4)],
+        columns=["run", "step", "benchmark", "accuracy"],
+    )
+    runs = {"srt": run_settings("srt")}
+    table = collapse_table(evals, flat_metrics({"mg": {}}), runs, "math", MARGIN, RULE)
+    assert table["warning_step"].tolist() == [pd.NA]
+    assert (table["choice_step"].tolist(), table["choice_accuracy"].tolist()) == ([10], [0.4])
 
 
 def test_table_names_default_and_configured():
     assert table_names({"tables": {}}) == ["runs"]
     assert table_names({}) == ["runs"]
     assert table_names({"tables": {"table1": {}, "table2": {}}}) == ["table1", "table2"]
-    with pytest.raises(ValueError, match="reserved"):
-        table_names({"tables": {"collapse": {}}})
+    for reserved in ("collapse", "label_free", "seeds"):
+        with pytest.raises(ValueError, match="reserved"):
+            table_names({"tables": {reserved: {}}})
     assert TABLE_FORMATS == ("md", "csv", "tex")
     assert len(FIGURES) == 4

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from support import run_settings
 
-from mgrpo.report import FIGURES
+from mgrpo.report import FIGURES, LABEL_FREE_FIGURES
 from mgrpo.report.cli import add_report_parser
 from mgrpo.report.collapse import collapse_table
 from mgrpo.report.figures import (
@@ -22,6 +22,8 @@ from mgrpo.report.figures import (
     plot_entropy,
     plot_reward_accuracy,
 )
+from mgrpo.report.label_free import LabelFreeRule
+from mgrpo.report.label_free_figures import example_run, plot_runs, plot_signals
 
 BENCHMARKS = ["math", "aime", "gpqa"]
 STEPS = [0, 10, 20, 30, 40]
@@ -87,7 +89,7 @@ def run_figures(tmp_path: Path, runs: dict, null_metrics: bool = False) -> Path:
                          "benchmarks": BENCHMARKS,
                          "report": {"select_on": "math", "collapse_margin": 0.05}})  # fmt: skip
     csv = str(tmp_path / "collapse.csv")
-    report("collapse", "--config", config, "--evals", *evals, "--out", csv)
+    report("collapse", "--config", config, "--evals", *evals, "--metrics", *metrics, "--out", csv)
     out = tmp_path / "figures"
     report("figures", "--config", config, "--evals", *evals, "--metrics", *metrics,
            "--collapse", csv, "--out-dir", str(out))  # fmt: skip
@@ -101,8 +103,9 @@ def run_figures(tmp_path: Path, runs: dict, null_metrics: bool = False) -> Path:
 )
 def test_every_figure_is_a_readable_png(tmp_path, runs, null_metrics):
     out = run_figures(tmp_path, runs, null_metrics)
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{f}.png" for f in FIGURES)
-    for name in FIGURES:
+    names = (*FIGURES, *LABEL_FREE_FIGURES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{f}.png" for f in names)
+    for name in names:
         width, height = png_size(out / f"{name}.png")
         assert 600 <= width <= 3000, name
         assert 400 <= height <= 2000, name
@@ -123,10 +126,11 @@ def figure_data(
         [(run, s, 0.5, None) for run in runs for s in range(1, 41)],
         columns=["run", "step", "reward_mean", "entropy_policy"],
     )
+    rule = LabelFreeRule.from_report({})
     return FigureData(
         evals=evals,
         metrics=metrics,
-        collapse=collapse_table(evals, runs, "math", 0.05),
+        collapse=collapse_table(evals, metrics, runs, "math", 0.05, rule),
         runs=runs,
         labels={run: run.upper() for run in runs},
         benchmarks=BENCHMARKS,
@@ -258,4 +262,69 @@ def test_fig4_and_fig5_draw_reward_label_accuracy_and_validation_accuracy():
         raw = sorted(y for name, y in curves.items() if name.startswith("_") and len(y) == 40)
         assert raw == sorted([reward, label])
         assert curves["validation accuracy (math)"] == CURVES[run]
+
+
+# --------------------------------------------------------------------------- label-free figures
+
+
+def label_free_data(evaluated: set | None = None) -> tuple[FigureData, LabelFreeRule]:
+    """srt collapses (step 20) and its majority ratio jumps at step 21; mg stays flat."""
+    runs = {"srt": RUNS["srt"], "mg": RUNS["mg"]}
+    done = set(runs) if evaluated is None else evaluated
+    evals = pd.DataFrame(
+        [(run, s, "math", a) for run in runs if run in done
+         for s, a in zip(STEPS, CURVES[run], strict=True)],
+        columns=["run", "step", "benchmark", "accuracy"],
+    )  # fmt: skip
+    metrics = pd.DataFrame(
+        [(run, s, 0.95 if run == "srt" and s > 20 else 0.6) for run in runs for s in range(1, 41)],
+        columns=["run", "step", "majority_ratio"],
+    )
+    rule = LabelFreeRule(window=5, baseline_step=10, thresholds={"majority_ratio": 0.3})
+    data = FigureData(
+        evals=evals,
+        metrics=metrics,
+        collapse=collapse_table(evals, metrics, runs, "math", 0.05, rule),
+        runs=runs,
+        labels={run: run.upper() for run in runs},
+        benchmarks=["math"],
+        select_on="math",
+    )
+    return data, rule
+
+
+def vertical_lines(ax, color: str) -> list[float]:
+    return [
+        line.get_xdata()[0]
+        for line in ax.lines
+        if line.get_color() == color
+        and len(line.get_xdata()) == 2  # axvline: two points
+        and len(set(line.get_xdata())) == 1
+    ]
+
+
+def test_label_free_signals_marks_both_detectors_steps_on_the_warned_collapse():
+    data, rule = label_free_data()
+    assert example_run(data) == "srt"
+    fig = plot_signals(data, rule)
+    top, ratio = fig.axes[0], fig.axes[1]
+    # mean over 5 steps crosses 0.6 * 1.3 = 0.78 at step 23 (0.6 + 0.35 * 3 / 5 = 0.81)
+    for ax in (top, ratio):
+        assert vertical_lines(ax, "red") == [20] and vertical_lines(ax, "darkorange") == [23]
+    threshold = [line for line in ratio.lines if line.get_linestyle() == ":"]
+    assert [line.get_ydata()[0] for line in threshold] == [pytest.approx(0.78)]
+    marked = {line.get_label(): list(line.get_xdata()) for line in top.lines}
+    assert marked["Best"] == [10] and marked["label-free"] == [10]  # last checkpoint <= 23 - 5
+    plt.close(fig)
+
+
+def test_label_free_figures_draw_a_partial_results_tree():
+    data, rule = label_free_data(evaluated={"mg"})  # srt trained but not evaluated yet
+    assert example_run(data) == "srt"  # still the warned run
+    fig = plot_signals(data, rule)
+    assert "srt (not evaluated yet)" in fig.get_suptitle()
+    assert "no evaluations yet" in [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
+    fig = plot_runs(data, rule)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["srt (not evaluated yet)", "mg"]
     plt.close(fig)

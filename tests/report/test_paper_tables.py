@@ -103,7 +103,7 @@ def write_synthetic_results(root: Path, config: dict) -> list[str]:
 def build_tables(tmp_path: Path, config: dict, evals: list[str]) -> Path:
     out = tmp_path / "tables"
     config_json = report_json(config)
-    report("collapse", "--config", config_json, "--evals", *evals,
+    report("collapse", "--config", config_json, "--evals", *evals, "--metrics",
            "--out", str(out / "collapse.csv"))  # fmt: skip
     report("tables", "--config", config_json, "--evals", *evals,
            "--collapse", str(out / "collapse.csv"), "--out-dir", str(out))  # fmt: skip

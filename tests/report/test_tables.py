@@ -44,6 +44,19 @@ def write_evals(root: Path, curves: dict = CURVES) -> list[str]:
     return paths
 
 
+def write_metrics(root: Path, runs: dict = RUNS) -> list[str]:
+    """Flat label-free signals (no warning) for steps 1-30 of every run, one chunk file each."""
+    paths = []
+    for run in runs:
+        path = root / "runs" / run / "metrics" / "to_step30.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps({"run": run, "step": step, "majority_ratio": 0.6,
+                             "vote_agreement": 0.5}) for step in range(1, 31)]  # fmt: skip
+        path.write_text("\n".join(lines) + "\n")
+        paths.append(str(path))
+    return paths
+
+
 def config(tables: dict | None = None, select_on: str | None = None) -> str:
     report = {"select_on": select_on, "collapse_margin": 0.05, "tables": tables or {}}
     runs = {name: s.to_dict() for name, s in RUNS.items()}
@@ -61,8 +74,8 @@ def report(*argv: str) -> None:
 def make_tables(tmp_path: Path, tables: dict | None = None) -> Path:
     evals = write_evals(tmp_path)
     out = tmp_path / "tables"
-    report("collapse", "--config", config(tables), "--evals", *evals,
-           "--out", str(out / "collapse.csv"))  # fmt: skip
+    report("collapse", "--config", config(tables), "--evals", *evals, "--metrics",
+           *write_metrics(tmp_path), "--out", str(out / "collapse.csv"))  # fmt: skip
     report("tables", "--config", config(tables), "--evals", *evals,
            "--collapse", str(out / "collapse.csv"), "--out-dir", str(out))  # fmt: skip
     return out
@@ -71,7 +84,8 @@ def make_tables(tmp_path: Path, tables: dict | None = None) -> Path:
 def test_default_table_rows_use_detector_best_final_and_step0(tmp_path):
     out = make_tables(tmp_path)
     assert sorted(p.name for p in out.iterdir()) == [
-        "collapse.csv", "runs.csv", "runs.md", "runs.tex"
+        "collapse.csv", "label_free.csv", "label_free.md", "runs.csv", "runs.md", "runs.tex",
+        "seeds.csv", "seeds.md",
     ]  # fmt: skip
     lines = (out / "runs.csv").read_text().splitlines()
     assert lines == [
@@ -131,7 +145,8 @@ def test_configured_table_labels_and_picks(tmp_path):
 def test_a_missing_evaluation_leaves_its_cell_empty_with_a_note(tmp_path):
     evals = write_evals(tmp_path)
     out = tmp_path / "tables"
-    report("collapse", "--config", config(), "--evals", *evals, "--out", str(out / "c.csv"))
+    report("collapse", "--config", config(), "--evals", *evals, "--metrics",
+           *write_metrics(tmp_path), "--out", str(out / "c.csv"))  # fmt: skip
     kept = [p for p in evals if not p.endswith("srt/step30/aime.json")]
     report("tables", "--config", config(), "--evals", *kept,
            "--collapse", str(out / "c.csv"), "--out-dir", str(out))  # fmt: skip
@@ -143,19 +158,39 @@ def test_a_missing_evaluation_leaves_its_cell_empty_with_a_note(tmp_path):
 
 def test_a_run_without_evaluations_gets_empty_rows_not_an_error(tmp_path):
     evals = [p for p in write_evals(tmp_path) if "/mg/" not in p]
+    metrics = [p for p in write_metrics(tmp_path) if "/mg/" not in p]
     out = tmp_path / "tables"
-    report("collapse", "--config", config(), "--evals", *evals, "--out", str(out / "c.csv"))
+    report("collapse", "--config", config(), "--evals", *evals, "--metrics", *metrics,
+           "--out", str(out / "c.csv"))  # fmt: skip
     report("tables", "--config", config(), "--evals", *evals,
            "--collapse", str(out / "c.csv"), "--out-dir", str(out))  # fmt: skip
     lines = (out / "runs.csv").read_text().splitlines()
     assert lines[-2:] == ["M-GRPO+IQR_Best,mg,,,", "M-GRPO+IQR_Final,mg,,,"]
     assert "`mg`: no evaluations in results/ yet" in (out / "runs.md").read_text()
+    # the label-free and seed tables score and average the finished run only, and say so
+    label_free = (out / "label_free.md").read_text()
+    assert "- runs scored: 1 (finished)" in label_free
+    assert "not finished in results/ yet (1): `mg`" in label_free
+    assert "| mg | M-GRPO+IQR | not evaluated | none | none |  | none |  |  |  |" in label_free
+    seeds = (out / "seeds.md").read_text()
+    assert "| M-GRPO+IQR | none (1 not finished) |  |  |  |  |  |  |  |  |" in seeds
+    assert "| SRT | 0 | 50.0 | 70.0 | 10 | 40.0 | 30.0 | 1/1 | 0/1 | 40.0 |" in seeds
+
+
+def test_an_empty_results_tree_still_writes_the_label_free_tables(tmp_path):
+    out = tmp_path / "tables"
+    report("collapse", "--config", config(), "--evals", "--metrics", "--out", str(out / "c.csv"))
+    report("tables", "--config", config(), "--evals", "--collapse", str(out / "c.csv"),
+           "--out-dir", str(out))  # fmt: skip
+    assert "- no finished runs to score yet" in (out / "label_free.md").read_text()
+    assert "Only finished runs are averaged: 2 run(s)" in (out / "seeds.md").read_text()
 
 
 def test_tables_refuse_a_collapse_table_for_another_benchmark(tmp_path):
     evals = write_evals(tmp_path)
     csv = tmp_path / "collapse.csv"
-    report("collapse", "--config", config(select_on="aime"), "--evals", *evals, "--out", str(csv))
+    report("collapse", "--config", config(select_on="aime"), "--evals", *evals, "--metrics",
+           *write_metrics(tmp_path), "--out", str(csv))  # fmt: skip
     with pytest.raises(ValueError, match="rerun `mgrpo report collapse`"):
         report("tables", "--config", config(), "--evals", *evals, "--collapse", str(csv),
                "--out-dir", str(tmp_path))  # fmt: skip
@@ -163,7 +198,8 @@ def test_tables_refuse_a_collapse_table_for_another_benchmark(tmp_path):
 
 def test_bad_config_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
-        report("collapse", "--config", "{not json", "--evals", "x.json", "--out", "c.csv")
+        report("collapse", "--config", "{not json", "--evals", "x.json", "--metrics", "m.jsonl",
+               "--out", "c.csv")  # fmt: skip
     assert "not valid JSON" in capsys.readouterr().err
 
 
@@ -243,7 +279,7 @@ def test_best_rows_come_from_collapse_csv_not_a_recomputation(tmp_path):
     """Tables show the step collapse.csv names, so tables and figures can never disagree."""
     evals = write_evals(tmp_path)
     csv = tmp_path / "collapse.csv"
-    report("collapse", "--config", config(), "--evals", *evals, "--out", str(csv))
+    report("collapse", "--config", config(), "--evals", *evals, "--metrics", "--out", str(csv))
     frame = pd.read_csv(csv)
     assert frame.set_index("run").at["srt", "best_step"] == 10
     frame.loc[frame["run"] == "srt", "best_step"] = 20  # what a different detector would pick

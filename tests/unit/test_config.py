@@ -59,6 +59,8 @@ def test_input_is_not_mutated() -> None:
             },
             "runs.a.steps",
         ),
+        ({"runs": {"a": {"iqr": True, "iqr_scope": "train"}}}, "runs.a.iqr_scope"),
+        ({"runs": {"a": {"method": "srt", "iqr_scope": "vote"}}}, "runs.a.iqr_scope"),
         ({"runs": {"base": {}}}, "runs"),
         ({"benchmarks": {"t": {"source": "toy"}}}, "benchmarks.t.split"),
         ({"benchmarks": {"t": {"source": "toy", "split": "nope"}}}, "benchmarks.t.split"),
@@ -83,7 +85,16 @@ def test_model_key_is_path_safe() -> None:
     assert model_key("toy") == "toy"
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "experiments/toy-sweep.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "config.yaml",
+        "paper.yaml",
+        "experiments/toy-sweep.yaml",
+        "experiments/toy-seeds.yaml",
+        "experiments/toy-seeds-dev.yaml",
+    ],
+)
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = load_config(REPO / "config" / name)
     for run in cfg["runs"]:
@@ -95,3 +106,25 @@ def test_load_config_names_the_file(tmp_path) -> None:
     path.write_text("runs: {a: {lr: 0}}\nbenchmarks: {t: {source: toy, split: test}}\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: config key 'runs.a.lr'"):
         load_config(path)
+
+
+def test_label_free_development_runs_are_the_scored_design_on_other_seeds() -> None:
+    # The label-free rule was chosen on toy-seeds-dev and is scored on toy-seeds: the two must
+    # differ in the seed alone, and share no seed.
+    from mgrpo.report.seeds import seed_groups
+    from mgrpo.settings import resolve_run_settings
+
+    dev = load_config(REPO / "config/experiments/toy-seeds-dev.yaml")
+    scored = load_config(REPO / "config/experiments/toy-seeds.yaml")
+    assert {k: v for k, v in dev.items() if k != "runs"} == {
+        k: v for k, v in scored.items() if k != "runs"
+    }
+    dev_runs = {name: resolve_run_settings(dev, name) for name in dev["runs"]}
+    scored_runs = {name: resolve_run_settings(scored, name) for name in scored["runs"]}
+    dev_arms, scored_arms = seed_groups(dev_runs), seed_groups(scored_runs)
+    assert list(dev_arms) == list(scored_arms)
+    assert all(len(runs) >= 3 for runs in scored_arms.values())
+    dev_seeds = {s["seed"] for s in dev_runs.values()}
+    assert dev_seeds.isdisjoint(s["seed"] for s in scored_runs.values())
+    arms = {label.split(",")[0] for label in scored_arms}
+    assert arms == {"SRT", "SRT+IQR", "SRT+IQR(vote)", "M-GRPO", "M-GRPO+IQR", "M-GRPO+IQR(vote)"}

@@ -24,7 +24,13 @@ from launch import (
 from support import REPO
 
 from mgrpo.config import load_config
-from mgrpo.report import FIGURES, TABLE_FORMATS, table_names
+from mgrpo.report import (
+    FIGURES,
+    LABEL_FREE_FIGURES,
+    LABEL_FREE_TABLES,
+    TABLE_FORMATS,
+    table_names,
+)
 
 
 def dry_run(checkout: Path, tmp_path: Path, *args: str) -> list[tuple[str, list[str]]]:
@@ -45,12 +51,14 @@ def test_paper_config_alone_plans_only_the_papers_runs_and_benchmarks(checkout, 
     assert not any(f"/{run}/" in outputs for run in set(default["runs"]) - set(paper["runs"]))
     assert "results/data/test.parquet" not in outputs
     assert not any(rule.startswith("toy") for rule, _ in jobs)
-    # The report writes exactly the paper's tables and figures.
+    # The report writes exactly the paper's tables and figures, and the label-free ones.
     report = {o for rule, outs in jobs if rule in ("collapse", "tables", "figures") for o in outs}
     names = table_names(paper["report"])
     assert report == {"results/tables/collapse.csv"} | {
         f"results/tables/{t}.{ext}" for t in names for ext in TABLE_FORMATS
-    } | {f"results/figures/{f}.png" for f in FIGURES}
+    } | {f"results/tables/{t}.{ext}" for t in LABEL_FREE_TABLES for ext in ("md", "csv")} | {
+        f"results/figures/{f}.png" for f in (*FIGURES, *LABEL_FREE_FIGURES)
+    }
 
 
 def test_a_users_config_stands_alone(checkout, tmp_path):

@@ -95,7 +95,14 @@ def test_full_run_writes_every_output(finished_run: Path) -> None:
     assert not list(results.glob("runs/*/resume/*"))
     for ext in ("md", "csv", "tex"):
         assert (results / f"tables/runs.{ext}").stat().st_size > 0
-    for fig in ("fig1_accuracy", "fig2_entropy", "fig4_reward_accuracy", "fig5_collapse"):
+    for table in ("label_free", "seeds"):
+        for ext in ("md", "csv"):
+            assert (results / f"tables/{table}.{ext}").stat().st_size > 0
+    collapse = (results / "tables/collapse.csv").read_text().splitlines()[0].split(",")
+    assert {"collapse_step", "warning_step", "choice_step", "choice_accuracy"} <= set(collapse)
+    figures = ("fig1_accuracy", "fig2_entropy", "fig4_reward_accuracy", "fig5_collapse",
+               "label_free_signals", "label_free_runs")  # fmt: skip
+    for fig in figures:
         assert (results / f"figures/{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -156,6 +163,10 @@ def test_html_report_bundles_every_table_and_figure(run_copy: Path) -> None:
         assert len(caption) > 300, (path, caption)
         assert "config.yaml" in caption and all(f in caption for f in fingerprints), caption
     assert "Figure 5 analogue" in bundled["results/figures/fig5_collapse.png"]["caption"]
+    for path in ("results/tables/label_free.md", "results/tables/label_free.csv"):
+        assert "label-free collapse warning beside" in bundled[path]["caption"]
+    assert "over its seeds" in bundled["results/tables/seeds.md"]["caption"]
+    assert "every run" in bundled["results/figures/label_free_runs.png"]["caption"]
     # The start page describes the runs and shows the configuration they came from.
     start = html.index("var workflow_desc = ") + len("var workflow_desc = ")
     description, _ = json.JSONDecoder().raw_decode(html, start)

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 RewardKind = Literal["majority", "self_certainty", "ground_truth"]
+# What the IQR filter removes a low-entropy rollout from: the paper's filter takes it out of the
+# vote *and* the gradient (Algorithm 1, lines 12-16); the "vote" ablation only out of the vote.
+IqrScope = Literal["vote_and_train", "vote"]
+IQR_SCOPES: tuple[IqrScope, ...] = ("vote_and_train", "vote")
 
 METHOD_REWARDS: dict[str, RewardKind] = {
     "srt": "majority",  # plain majority-vote GRPO (Shafayat et al.)
@@ -26,6 +30,7 @@ class Method:
     iqr_k: float | None  # None: no entropy filter
     momentum: float  # m in theta_k <- m theta_k + (1 - m) theta_q
     entropy_model: Literal["policy", "generator"] = "policy"
+    iqr_scope: IqrScope = "vote_and_train"  # only read when iqr_k is set
 
     @property
     def group_size(self) -> int:
@@ -40,7 +45,9 @@ class Method:
     def label(self) -> str:
         """Display name, e.g. ``M-GRPO+IQR`` or ``SRT``."""
         base = {"srt": "SRT", "mgrpo": "M-GRPO", "intuitor": "Intuitor", "gt_grpo": "GT-GRPO"}
-        return base[self.name] + ("+IQR" if self.iqr_k is not None else "")
+        if self.iqr_k is None:
+            return base[self.name]
+        return base[self.name] + ("+IQR" if self.iqr_scope == "vote_and_train" else "+IQR(vote)")
 
 
 def method_from_settings(settings: dict[str, Any]) -> Method:
@@ -48,7 +55,8 @@ def method_from_settings(settings: dict[str, Any]) -> Method:
 
     ``rollouts`` is G. For ``mgrpo``, ``momentum_rollouts`` defaults to G/4 (paper); every other
     method samples all G from the policy. ``iqr`` switches the filter on with ``iqr_k``
-    (None: on for mgrpo only).
+    (None: on for mgrpo only); ``iqr_scope`` says whether a filtered rollout leaves the vote and
+    the gradient (paper) or the vote only (ablation).
     """
     name = settings["method"]
     if name not in METHOD_REWARDS:
@@ -70,6 +78,14 @@ def method_from_settings(settings: dict[str, Any]) -> Method:
     if iqr is None:  # unset: the filter belongs to M-GRPO, and only to it
         iqr = name == "mgrpo"
     iqr_k = float(settings.get("iqr_k", 0.75)) if iqr else None
+    iqr_scope = settings.get("iqr_scope") or "vote_and_train"
+    if iqr_scope not in IQR_SCOPES:
+        raise ValueError(f"iqr_scope: unknown scope {iqr_scope!r}; choose from {IQR_SCOPES}")
+    if iqr_scope != "vote_and_train" and iqr_k is None:
+        raise ValueError(
+            f"iqr_scope: {iqr_scope!r} changes what the IQR filter does, but the filter is off "
+            f"for method {name!r} here (set iqr: true)"
+        )
     return Method(
         name=name,
         reward=METHOD_REWARDS[name],
@@ -78,4 +94,5 @@ def method_from_settings(settings: dict[str, Any]) -> Method:
         iqr_k=iqr_k,
         momentum=float(settings.get("momentum", 0.99)),
         entropy_model=settings.get("entropy_model", "policy"),
+        iqr_scope=iqr_scope,
     )

@@ -14,8 +14,13 @@ PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.csv")
 TABLE_FORMATS = ("md", "csv", "tex")
 FIGURES = ("fig1_accuracy", "fig2_entropy", "fig4_reward_accuracy", "fig5_collapse")
 DEFAULT_TABLE = "runs"
-# results/tables/collapse.csv is the detector's output; a table must not overwrite it.
-RESERVED_TABLE_NAMES = ("collapse",)
+# Written whatever the config: the label-free warning against the labelled detector (per run)
+# and every arm's mean and sd over seeds, each as .md and .csv.
+LABEL_FREE_TABLES = ("label_free", "seeds")
+LABEL_FREE_FIGURES = ("label_free_signals", "label_free_runs")
+# results/tables/collapse.csv is the detectors' output; a configured table must not overwrite
+# it or the tables above.
+RESERVED_TABLE_NAMES = ("collapse", *LABEL_FREE_TABLES)
 
 
 def table_names(report_cfg: dict[str, Any]) -> list[str]:
@@ -26,5 +31,8 @@ def table_names(report_cfg: dict[str, Any]) -> list[str]:
     names = list(report_cfg.get("tables") or {}) or [DEFAULT_TABLE]
     clashes = sorted(set(names) & set(RESERVED_TABLE_NAMES))
     if clashes:
-        raise ValueError(f"report.tables: table name(s) {clashes} are reserved (collapse.csv)")
+        raise ValueError(
+            f"report.tables: table name(s) {clashes} are reserved (collapse.csv and "
+            f"{', '.join(f'{t}.md' for t in LABEL_FREE_TABLES)})"
+        )
     return names

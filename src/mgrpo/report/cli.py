@@ -1,8 +1,9 @@
 """``mgrpo report collapse|tables|figures``: the workflow's report rules, one line each.
 
-``collapse`` runs the detector once and writes collapse.csv; ``tables`` and ``figures`` read
-that file back instead of recomputing, so every output marks the same best and collapse
-steps. pandas and matplotlib load inside the commands: ``mgrpo --help`` stays fast.
+``collapse`` runs both detectors (labelled and label-free) once and writes collapse.csv;
+``tables`` and ``figures`` read that file back instead of recomputing, so every output marks
+the same best, collapse and warning steps. pandas and matplotlib load inside the commands:
+``mgrpo --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ class ReportConfig:
     def margin(self) -> float:
         return float(self.report.get("collapse_margin", 0.05))
 
+    @property
+    def label_free(self) -> Any:
+        """The label-free detector's rule (:class:`mgrpo.report.label_free.LabelFreeRule`)."""
+        from mgrpo.report.label_free import LabelFreeRule
+
+        return LabelFreeRule.from_report(self.report)
+
     @classmethod
     def from_json(cls, text: str) -> ReportConfig:
         """Parse and sanity-check ``--config``; errors become argparse usage errors."""
@@ -68,6 +76,10 @@ class ReportConfig:
             raise argparse.ArgumentTypeError(
                 f"report.select_on {config.select_on!r} is not one of {config.benchmarks}"
             )
+        try:
+            config.label_free  # noqa: B018 - validates report.label_free
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
         return config
 
 
@@ -93,17 +105,25 @@ def cmd_collapse(args: argparse.Namespace) -> None:
 
     from mgrpo.io import write_text
     from mgrpo.report.collapse import collapse_table
-    from mgrpo.report.results import load_evals
+    from mgrpo.report.results import load_evals, load_metrics
 
     config: ReportConfig = args.config
-    frame = collapse_table(load_evals(args.evals), config.runs, config.select_on, config.margin)
+    frame = collapse_table(
+        load_evals(args.evals),
+        load_metrics(args.metrics),
+        config.runs,
+        config.select_on,
+        config.margin,
+        config.label_free,
+    )
     write_text(args.out, frame.to_csv(index=False))
     for row in frame.itertuples(index=False):
         if row.final_step is pd.NA:
             log.info("%s (%s): no evaluations on %s yet", row.run, row.method, row.benchmark)
             continue
         log.info(
-            "%s (%s): best %.4f at step %d, final %.4f at step %d, collapse step %s",
+            "%s (%s): best %.4f at step %d, final %.4f at step %d, collapse step %s; "
+            "label-free warning step %s (%s), choice step %d (%.4f)",
             row.run,
             row.method,
             row.best_accuracy,
@@ -111,19 +131,25 @@ def cmd_collapse(args: argparse.Namespace) -> None:
             row.final_accuracy,
             row.final_step,
             row.collapse_step,
+            row.warning_step,
+            row.warning_signal,
+            row.choice_step,
+            row.choice_accuracy,
         )
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
     from mgrpo.report.paper import load_paper_numbers
     from mgrpo.report.results import load_evals, run_labels
-    from mgrpo.report.tables import write_tables
+    from mgrpo.report.tables import write_label_free_tables, write_tables
 
     config: ReportConfig = args.config
+    evals = load_evals(args.evals)
+    collapse = _load_collapse(args.collapse, config)
     paths = write_tables(
         config.report,
-        load_evals(args.evals),
-        _load_collapse(args.collapse, config),
+        evals,
+        collapse,
         run_labels(config.runs),
         config.benchmarks,
         config.select_on,
@@ -131,11 +157,15 @@ def cmd_tables(args: argparse.Namespace) -> None:
         runs=config.runs,
         published=load_paper_numbers(args.paper),
     )
+    paths += write_label_free_tables(
+        evals, collapse, config.runs, config.label_free, config.select_on, args.out_dir
+    )
     log.info("wrote %s", ", ".join(map(str, paths)))
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
     from mgrpo.report.figures import FigureData, write_figures
+    from mgrpo.report.label_free_figures import write_label_free_figures
     from mgrpo.report.results import load_evals, load_metrics, run_labels
 
     config: ReportConfig = args.config
@@ -150,6 +180,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
         figures=config.report.get("figures") or {},
     )
     paths = write_figures(data, args.out_dir)
+    paths += write_label_free_figures(data, config.label_free, args.out_dir)
     log.info("wrote %s", ", ".join(map(str, paths)))
 
 
@@ -160,13 +191,18 @@ def add_report_parser(subparsers: Any) -> None:
     config_help = "runs, benchmarks and report settings (JSON)"
     evals_help = "evaluation summary JSONs (runs without any get empty cells and a note)"
 
-    p = sub.add_parser("collapse", help="detect best, final and collapse step of every run")
+    p = sub.add_parser(
+        "collapse", help="best, final and collapse step of every run, and the label-free warning"
+    )
     p.add_argument("--config", type=ReportConfig.from_json, required=True, help=config_help)
     p.add_argument("--evals", nargs="*", required=True, help=evals_help)
+    p.add_argument("--metrics", nargs="*", required=True, help="training metrics (JSON lines)")
     p.add_argument("--out", required=True, help="collapse table (CSV)")
     p.set_defaults(func=cmd_collapse)
 
-    p = sub.add_parser("tables", help="paper-layout tables as Markdown, CSV and LaTeX")
+    p = sub.add_parser(
+        "tables", help="paper-layout tables (Markdown, CSV, LaTeX), label-free and seed tables"
+    )
     p.add_argument("--config", type=ReportConfig.from_json, required=True, help=config_help)
     p.add_argument("--evals", nargs="*", required=True, help=evals_help)
     p.add_argument("--collapse", required=True, help="collapse table written by `collapse`")
@@ -174,7 +210,7 @@ def add_report_parser(subparsers: Any) -> None:
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_tables)
 
-    p = sub.add_parser("figures", help="figures 1, 2, 4 and 5 as PNG")
+    p = sub.add_parser("figures", help="figures 1, 2, 4, 5 and the label-free ones as PNG")
     p.add_argument("--config", type=ReportConfig.from_json, required=True, help=config_help)
     p.add_argument("--evals", nargs="*", required=True, help=evals_help)
     p.add_argument("--metrics", nargs="*", required=True, help="training metrics (JSON lines)")

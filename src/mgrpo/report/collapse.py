@@ -9,6 +9,9 @@ collapse point follow from fixed definitions, so every Best row is reproducible:
 * collapse step: the first step after the best one from which accuracy stays below
   ``best - margin`` at every later evaluated step, the final one included. A dip that
   recovers, or a drop within the margin, is not a collapse.
+
+The collapse table also carries the label-free detector's verdict (:mod:`.label_free`) beside
+this one: its warning step and the checkpoint it would keep without labels.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from mgrpo.report.label_free import LabelFreeRule, warning_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,8 +40,12 @@ COLLAPSE_COLUMNS = (
     "drop",
     "collapse_step",
     "collapsed",
+    "warning_step",  # label-free: first step the rule fired (empty = no warning)
+    "warning_signal",
+    "choice_step",  # label-free checkpoint choice
+    "choice_accuracy",
 )
-STEP_COLUMNS = ("best_step", "final_step", "collapse_step")
+STEP_COLUMNS = ("best_step", "final_step", "collapse_step", "warning_step", "choice_step")
 
 
 @dataclass(frozen=True)
@@ -90,15 +99,19 @@ def detect_collapse(steps: Sequence[int], accuracies: Sequence[float], margin: f
 
 def collapse_table(
     evals_df: pd.DataFrame,
+    metrics_df: pd.DataFrame,
     runs: Mapping[str, RunSettings],
     select_on: str,
     margin: float,
+    rule: LabelFreeRule,
 ) -> pd.DataFrame:
-    """One row per run (config order): the detector's verdict on the ``select_on`` benchmark.
+    """One row per run (config order): the detectors' verdicts on the ``select_on`` benchmark.
 
-    This table is the single source of each run's best step: tables and figures read it back.
+    The labelled verdict reads the accuracy curve, the label-free one the run's step metrics
+    only. This table is the single source of each run's best step: tables and figures read it.
     A run with no evaluation on ``select_on`` yet (a partial ``results/``) keeps its row with
-    empty steps and accuracies, so the report can say which runs are missing.
+    empty steps and accuracies, so the report can say which runs are missing; a run with
+    metrics but no evaluation still gets its label-free warning step.
     """
     import pandas as pd
 
@@ -106,11 +119,12 @@ def collapse_table(
     for run, settings in runs.items():
         row = {"run": run, "method": settings.method.label, "benchmark": select_on}
         curve = evals_df[(evals_df["run"] == run) & (evals_df["benchmark"] == select_on)]
+        metrics = metrics_df[metrics_df["run"] == run]
         if curve.empty:
-            rows.append({**row, "collapsed": False})
+            rows.append({**row, "collapsed": False, **warning_columns(curve, metrics, rule)})
             continue
         verdict = detect_collapse(curve["step"].tolist(), curve["accuracy"].tolist(), margin)
-        rows.append({**row, **asdict(verdict)})
+        rows.append({**row, **asdict(verdict), **warning_columns(curve, metrics, rule)})
     frame = pd.DataFrame.from_records(rows, columns=list(COLLAPSE_COLUMNS))
     for column in STEP_COLUMNS:
         frame[column] = frame[column].astype("Int64")
@@ -122,7 +136,10 @@ def read_collapse(path: str | Path) -> pd.DataFrame:
     """Read back the table :func:`collapse_table` wrote, so tables and figures agree with it."""
     import pandas as pd
 
-    frame = pd.read_csv(path, dtype={"run": str, **dict.fromkeys(STEP_COLUMNS, "Int64")})
+    frame = pd.read_csv(
+        path,
+        dtype={"run": str, "warning_signal": str, **dict.fromkeys(STEP_COLUMNS, "Int64")},
+    )
     missing = [c for c in COLLAPSE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: not a collapse table, missing column(s) {missing}")

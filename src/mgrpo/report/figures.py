@@ -282,17 +282,21 @@ PLOTS: dict[str, Callable[[FigureData], Figure]] = {
 }
 
 
+def save_figure(draw: Callable[[], Figure], path: Path) -> Path:
+    """Draw a figure in the report's style and write it to ``path`` as PNG, atomically."""
+    with plt.rc_context(STYLE):
+        fig = draw()
+        try:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format="png", dpi=DPI)
+        finally:
+            plt.close(fig)
+    return path
+
+
 def write_figures(data: FigureData, out_dir: str | Path) -> list[Path]:
     """Draw every figure in :data:`mgrpo.report.FIGURES` to ``out_dir/<name>.png``, atomically."""
-    written = []
-    for name in FIGURES:
-        path = Path(out_dir) / f"{name}.png"
-        with plt.rc_context(STYLE):
-            fig = PLOTS[name](data)
-            try:
-                with atomic_path(path) as tmp:
-                    fig.savefig(tmp, format="png", dpi=DPI)
-            finally:
-                plt.close(fig)
-        written.append(path)
-    return written
+    return [
+        save_figure(lambda name=name: PLOTS[name](data), Path(out_dir) / f"{name}.png")
+        for name in FIGURES
+    ]

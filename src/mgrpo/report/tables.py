@@ -21,7 +21,9 @@ import pandas as pd
 
 from mgrpo.io import write_text
 from mgrpo.report import DEFAULT_TABLE, TABLE_FORMATS, table_names
+from mgrpo.report.label_free import LabelFreeRule, label_free_markdown, label_free_table
 from mgrpo.report.paper import PaperTable, Printed, paper_table
+from mgrpo.report.seeds import seed_markdown, seed_table
 
 if TYPE_CHECKING:
     from mgrpo.settings import RunSettings
@@ -353,4 +355,37 @@ def write_tables(
             path = Path(out_dir) / f"{name}.{fmt}"
             write_text(path, texts[fmt])
             written.append(path)
+    return written
+
+
+def write_label_free_tables(
+    evals: pd.DataFrame,
+    collapse: pd.DataFrame,
+    runs: Mapping[str, RunSettings],
+    rule: LabelFreeRule,
+    select_on: str,
+    out_dir: str | Path,
+) -> list[Path]:
+    """:data:`~mgrpo.report.LABEL_FREE_TABLES`: ``label_free.{md,csv}`` (per run, both
+    detectors) and ``seeds.{md,csv}`` (per arm, mean ± sd over seeds). Both score and average
+    finished runs only (evaluated up to their ``steps``); the others are marked."""
+    per_run = label_free_table(collapse, {run: settings.steps for run, settings in runs.items()})
+    finished = per_run.loc[per_run["finished"], "run"].tolist()
+    base = evals[(evals["benchmark"] == select_on) & (evals["step"] == 0)]
+    base_accuracy = dict(zip(base["run"], base["accuracy"].astype(float), strict=True))
+    missing = sorted(set(finished) - set(base_accuracy))
+    if missing:
+        raise ValueError(f"no step-0 evaluation on {select_on!r} of run(s) {missing}")
+    arms = seed_table(collapse, runs, base_accuracy, finished)
+    texts = {
+        "label_free.md": label_free_markdown(per_run, rule, select_on),
+        "label_free.csv": per_run.to_csv(index=False),
+        "seeds.md": seed_markdown(arms, select_on),
+        "seeds.csv": arms.to_csv(index=False),
+    }
+    written = []
+    for name, text in texts.items():
+        path = Path(out_dir) / name
+        write_text(path, text)
+        written.append(path)
     return written
