@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mgrpo.algorithm.groups import GroupScore
-from mgrpo.algorithm.signals import step_signals
+from mgrpo.algorithm.signals import mean_or_none, step_signals
 from mgrpo.io import read_jsonl, write_jsonl, write_parquet
 from mgrpo.run_layout import rollout_frame, write_chunk_records
 
@@ -31,10 +31,6 @@ class ScoredPool:
     entropies: Sequence[float]
     self_certainties: Sequence[float] | None  # only where the reward is self-certainty
     lengths: Sequence[int]  # response tokens
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def step_metrics(
@@ -72,10 +68,10 @@ def step_metrics(
         "step": step,
         **update,
         **signals,
-        "label_accuracy": _mean([float(c) for c in labelled]),
-        "label_rate": _mean([float(g.label is not None) for g in groups]),
-        "policy_accuracy": _mean([float(c) for c in correct]),
-        "entropy_momentum": _mean(momentum_entropies),
+        "label_accuracy": mean_or_none([float(c) for c in labelled]),
+        "label_rate": mean_or_none([float(g.label is not None) for g in groups]),
+        "policy_accuracy": mean_or_none([float(c) for c in correct]),
+        "entropy_momentum": mean_or_none(momentum_entropies),
         "trained_rollouts": sum(sum(g.trained) for g in groups),
     }
 

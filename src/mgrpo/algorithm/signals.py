@@ -28,7 +28,8 @@ LABEL_FREE_SIGNALS: dict[str, str] = {
 }
 
 
-def _mean(values: Sequence[float]) -> float | None:
+def mean_or_none(values: Sequence[float]) -> float | None:
+    """The mean, or None for nothing to average (a metric a step cannot define)."""
     return sum(values) / len(values) if values else None
 
 
@@ -57,10 +58,10 @@ def step_signals(
             )
     agreements = [float(a) for g in groups if (a := g.votes_agree) is not None]
     return {
-        "reward_mean": _mean([r for g in groups for r in g.rewards if r is not None]),
-        "majority_ratio": _mean([g.majority_ratio for g in groups]),
-        "vote_agreement": _mean(agreements),
-        "entropy_policy": _mean(
+        "reward_mean": mean_or_none([r for g in groups for r in g.rewards if r is not None]),
+        "majority_ratio": mean_or_none([g.majority_ratio for g in groups]),
+        "vote_agreement": mean_or_none(agreements),
+        "entropy_policy": mean_or_none(
             [
                 float(e)
                 for flags, ents in zip(is_momentum, entropies, strict=True)
@@ -68,7 +69,7 @@ def step_signals(
                 if not m
             ]
         ),
-        "response_length": _mean([float(n) for lens in lengths for n in lens]),
-        "answer_rate": _mean([float(a is not None) for g in groups for a in g.answers]),
-        "kept_fraction": _mean([float(k) for g in groups for k in g.kept]),
+        "response_length": mean_or_none([float(n) for lens in lengths for n in lens]),
+        "answer_rate": mean_or_none([float(a is not None) for g in groups for a in g.answers]),
+        "kept_fraction": mean_or_none([float(k) for g in groups for k in g.kept]),
     }

@@ -120,11 +120,12 @@ def collapse_table(
         row = {"run": run, "method": settings.method.label, "benchmark": select_on}
         curve = evals_df[(evals_df["run"] == run) & (evals_df["benchmark"] == select_on)]
         metrics = metrics_df[metrics_df["run"] == run]
-        if curve.empty:
-            rows.append({**row, "collapsed": False, **warning_columns(curve, metrics, rule)})
-            continue
-        verdict = detect_collapse(curve["step"].tolist(), curve["accuracy"].tolist(), margin)
-        rows.append({**row, **asdict(verdict), **warning_columns(curve, metrics, rule)})
+        labelled = (
+            {"collapsed": False}  # not evaluated yet: no verdict
+            if curve.empty
+            else asdict(detect_collapse(curve["step"].tolist(), curve["accuracy"].tolist(), margin))
+        )
+        rows.append({**row, **labelled, **warning_columns(curve, metrics, rule)})
     frame = pd.DataFrame.from_records(rows, columns=list(COLLAPSE_COLUMNS))
     for column in STEP_COLUMNS:
         frame[column] = frame[column].astype("Int64")

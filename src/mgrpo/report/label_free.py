@@ -25,6 +25,7 @@ choice with Best (needs labels) and Final (no choice at all).
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -260,20 +261,12 @@ def score(table: pd.DataFrame) -> Score:
         true_positives=len(hits),
         precision=len(hits) / n_warned if n_warned else None,
         recall=len(hits) / n_collapsed if n_collapsed else None,
-        median_lead=_median(leads),
+        median_lead=float(statistics.median(leads)) if leads else None,
         early=sum(1 for v in leads if v >= 0),
         best_accuracy=float(table["best_accuracy"].mean()),
         final_accuracy=float(table["final_accuracy"].mean()),
         choice_accuracy=float(table["choice_accuracy"].mean()),
     )
-
-
-def _median(values: Sequence[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _pct(value: float | None) -> str:
