@@ -85,6 +85,45 @@ def test_every_paper_run_composes_and_passes_verl_validation(tmp_path):
         assert c.actor_rollout_ref.rollout.temperature == settings["temperature"]
 
 
+def test_the_hand_entry_point_composes_as_mgrpo_train_does(tmp_path, monkeypatch):
+    """main.py applies the fixed keys and the settings table from the settings file, then the
+    command line's keys, which win; the result is the chunk config ``mgrpo train`` runs."""
+    from mgrpo.engines.verl import main as verl_main
+    from mgrpo.engines.verl import task_runner
+    from mgrpo.engines.verl.config import SETTINGS_FILE, chunk_keys
+
+    settings = settings_of(PAPER, "mgrpo_iqr_g32")
+    settings_file = tmp_path / "work" / SETTINGS_FILE
+    settings_file.parent.mkdir()
+    settings_file.write_text(settings.to_json())
+    chunk = chunk_keys(
+        settings,
+        base_model="/models/base",
+        train_file=tmp_path / "train.parquet",
+        start=0,
+        end=50,
+        work_dir=tmp_path / "work",
+        init_state=None,
+    )
+    ran = []
+    monkeypatch.setattr(task_runner, "run", ran.append)
+    verl_main.main(
+        [f"{key}={keys.hydra_value(value)}" for key, value in chunk.items()]
+        + ["actor_rollout_ref.actor.optim.lr=2e-6"]
+    )
+    (config,) = ran
+    assert config.actor_rollout_ref.actor.optim.lr == 2e-6
+    config.actor_rollout_ref.actor.optim.lr = 1e-6  # the paper's, from the settings table
+    assert config == compose_run(settings, tmp_path)
+
+
+def test_the_hand_entry_point_needs_the_settings_file():
+    from mgrpo.engines.verl import main as verl_main
+
+    with pytest.raises(SystemExit, match=r"mgrpo\.settings_file=PATH"):
+        verl_main.main(["mgrpo.start_step=0"])
+
+
 def test_the_one_gpu_config_composes(tmp_path):
     settings = settings_of(ONE_GPU, "mgrpo_iqr_1gpu")
     c = compose_run(settings, tmp_path, start=2, end=4)

@@ -69,11 +69,17 @@ def chunk_config(settings: Mapping[str, Any], **chunk: Any) -> Any:
             f"{settings['prompts_per_step']} x {group} rollouts per step do not split over "
             f"gpus={settings['gpus']} (verl balances and dispatches them evenly)"
         )
-    extra = chunk_keys(settings, **chunk)
-    overrides = verl_overrides(settings, extra) + list(settings.get("verl_overrides", []))
-    config = compose(overrides)
+    config = compose(chunk_overrides(settings, chunk_keys(settings, **chunk)))
     validate(config)
     return config
+
+
+def chunk_overrides(
+    settings: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Hydra overrides of a run's chunk: fixed keys, the settings table, ``extra`` (the chunk's
+    paths and bounds), then the run's own ``verl_overrides``, which win."""
+    return verl_overrides(settings, extra) + list(settings.get("verl_overrides", []))
 
 
 def validate(config: Any) -> None:
