@@ -154,6 +154,18 @@ def test_engine_checks_refuse_what_the_momentum_swap_cannot_do(paper_config):
         validate(c)
 
 
+def test_the_states_stay_where_the_launcher_finds_them(tmp_path):
+    """verl saves resume states under trainer.default_local_dir; the launcher looks for them in
+    the chunk's work directory, so a run's verl_overrides may not move them."""
+    c = compose_run(settings_of(PAPER, "mgrpo_iqr_g32"), tmp_path)
+    assert c.trainer.default_local_dir == str(tmp_path / "work" / "verl")
+    moved = settings_of(
+        PAPER, "mgrpo_iqr_g32", verl_overrides=["trainer.default_local_dir=/scratch/states"]
+    )
+    with pytest.raises(ValueError, match=r"trainer\.default_local_dir='/scratch/states'"):
+        compose_run(moved, tmp_path)
+
+
 def test_a_misspelt_verl_override_is_refused(tmp_path):
     settings = settings_of(ONE_GPU, "mgrpo_iqr_1gpu", verl_overrides=["trainer.nodes=2"])
     with pytest.raises(Exception, match="nodes"):

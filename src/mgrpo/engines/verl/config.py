@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mgrpo.engines.verl.keys import verl_overrides
+from mgrpo.engines.verl.states import states_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 CONFIG_NAME = "mgrpo_trainer"
@@ -43,6 +44,7 @@ def chunk_keys(
         "mgrpo.end_step": end,
         "mgrpo.init_state": None if init_state is None else str(init_state),
         "mgrpo.work_dir": str(work_dir),
+        "trainer.default_local_dir": str(states_dir(work_dir)),
         "mgrpo.resume_every": settings["resume_every"],
         "mgrpo.tensorboard": None if tensorboard is None else str(tensorboard),
         "trainer.logger": ["console", *trackers],
@@ -104,6 +106,11 @@ def validate(config: Any) -> None:
             "fp32",
         ),
         "trainer.nnodes": (config.trainer.nnodes, 1),
+        # The launcher finds the chunk's resume states there (mgrpo.engines.verl.states).
+        "trainer.default_local_dir": (
+            config.trainer.default_local_dir,
+            str(states_dir(config.mgrpo.work_dir)),
+        ),
     }
     for key, (value, needed) in checks.items():
         if value != needed:

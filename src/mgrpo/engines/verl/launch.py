@@ -24,7 +24,7 @@ import verl  # noqa: F401  (the engine registry reads a missing verl as "not ins
 
 from mgrpo.engines import ChunkPaths
 from mgrpo.engines.verl.config import SETTINGS_FILE, chunk_config
-from mgrpo.engines.verl.states import find_state, state_dir
+from mgrpo.engines.verl.states import find_state, records_dir, state_dir, states_dir
 from mgrpo.io import atomic_path
 from mgrpo.run_layout import (
     MANIFEST,
@@ -87,7 +87,7 @@ def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) 
     work = Path(paths.resume)
     work.mkdir(parents=True, exist_ok=True)
     (work / SETTINGS_FILE).write_text(settings.to_json())
-    states = work / STATE_SUBDIR
+    states = states_dir(work)
     train_file = work / "train.parquet"
     first = None if start == 0 else init_state(paths.init, identity, start)
 
@@ -127,7 +127,7 @@ def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) 
 
 def assemble_chunk(settings: RunSettings, end: int, state: Path, paths: ChunkPaths) -> None:
     """Write the run layout of a finished chunk from its final verl state."""
-    records = ChunkRecords(Path(paths.resume) / "records")
+    records = ChunkRecords(records_dir(paths.resume))
     records.restore(end)
     records.write_outputs(paths.metrics, paths.rollouts)
     with atomic_path(paths.checkpoint, directory=True) as tmp:

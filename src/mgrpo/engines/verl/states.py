@@ -1,8 +1,10 @@
-"""The verl engine's resume states on disk (no verl import: read by the launcher too).
+"""The verl engine's chunk work directory on disk (no verl import: read by the launcher too).
 
 ::
 
-    <work_dir>/verl/global_step_{N}/
+    <work_dir>/settings.json       the run settings (mgrpo train writes it)
+    <work_dir>/records/            step metrics and rollout records so far (ChunkRecords)
+    <work_dir>/verl/global_step_{N}/   resume states (verl's trainer.default_local_dir)
         actor/               verl's FSDP shards: model, optimizer, extra (LR schedule, RNG)
         momentum/            pi_k's fp32 shards, same format (+ fsdp_config.json, huggingface/)
         data.pt              the data loader's state
@@ -15,6 +17,16 @@ import json
 from pathlib import Path
 
 STATE_MARKER = "mgrpo_state.json"
+
+
+def states_dir(work_dir: str | Path) -> Path:
+    """Where a chunk's resume states go: verl's ``trainer.default_local_dir``."""
+    return Path(work_dir) / "verl"
+
+
+def records_dir(work_dir: str | Path) -> Path:
+    """Where a chunk's step records go until the chunk ends."""
+    return Path(work_dir) / "records"
 
 
 def state_dir(states: str | Path, step: int) -> Path:

@@ -43,7 +43,7 @@ from mgrpo.algorithm.methods import Method
 from mgrpo.engines.verl import scoring
 from mgrpo.engines.verl.rollout import Rollouts, wait
 from mgrpo.engines.verl.scoring import StepScore, response_texts, score_batch, token_advantages
-from mgrpo.engines.verl.states import STATE_MARKER, find_state, state_dir
+from mgrpo.engines.verl.states import STATE_MARKER, find_state, records_dir, state_dir
 from mgrpo.engines.verl.worker import SELF_CERTAINTY_FLAG, momentum_file
 from mgrpo.io import write_json
 from mgrpo.settings import RunSettings
@@ -94,7 +94,7 @@ class MGRPOTrainer(RayPPOTrainer):
             raise ValueError(f"mgrpo: chunk must satisfy 0 <= start < end, got {self.start}")
         self.equal = math_verify_equal if settings["answer_equivalence"] == "math_verify" else None
         self.rollouts = Rollouts(self)
-        self.records = ChunkRecords(Path(self.chunk.work_dir) / "records")
+        self.records = ChunkRecords(records_dir(self.chunk.work_dir))
         self.states = Path(self.config.trainer.default_local_dir)
 
     # ----------------------------------------------------------------- workers
