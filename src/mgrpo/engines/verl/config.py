@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mgrpo.engines.verl.keys import verl_overrides
+from mgrpo.engines.verl.keys import FIXED_KEYS, verl_overrides
 from mgrpo.engines.verl.states import states_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -86,6 +86,7 @@ def chunk_overrides(
 
 def validate(config: Any) -> None:
     """verl's own validation (batch sizes, micro-batches, KL settings, ...) plus this engine's."""
+    from omegaconf import OmegaConf
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
@@ -94,24 +95,22 @@ def validate(config: Any) -> None:
         use_reference_policy=need_reference_policy(config),
         use_critic=need_critic(config),
     )
+    # What the momentum swap and the v0 fit() rely on (the rest of FIXED_KEYS may be tuned).
     checks = {
-        "trainer.use_v1": (config.trainer.use_v1, False),
-        "actor_rollout_ref.actor.strategy": (config.actor_rollout_ref.actor.strategy, "fsdp2"),
-        "actor_rollout_ref.rollout.checkpoint_engine.backend": (
-            config.actor_rollout_ref.rollout.checkpoint_engine.backend,
-            "naive",
-        ),
-        "actor_rollout_ref.actor.fsdp_config.model_dtype": (
-            config.actor_rollout_ref.actor.fsdp_config.model_dtype,
-            "fp32",
-        ),
-        "trainer.nnodes": (config.trainer.nnodes, 1),
-        # The launcher finds the chunk's resume states there (mgrpo.engines.verl.states).
-        "trainer.default_local_dir": (
-            config.trainer.default_local_dir,
-            str(states_dir(config.mgrpo.work_dir)),
-        ),
+        key: (OmegaConf.select(config, key), FIXED_KEYS[key][0])
+        for key in (
+            "trainer.use_v1",
+            "actor_rollout_ref.actor.strategy",
+            "actor_rollout_ref.rollout.checkpoint_engine.backend",
+            "actor_rollout_ref.actor.fsdp_config.model_dtype",
+            "trainer.nnodes",
+        )
     }
+    # The launcher finds the chunk's resume states there (mgrpo.engines.verl.states).
+    checks["trainer.default_local_dir"] = (
+        config.trainer.default_local_dir,
+        str(states_dir(config.mgrpo.work_dir)),
+    )
     for key, (value, needed) in checks.items():
         if value != needed:
             raise ValueError(f"verl key {key}={value!r}: the M-GRPO engine needs {needed!r}")
