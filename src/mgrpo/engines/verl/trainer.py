@@ -217,7 +217,8 @@ class MGRPOTrainer(RayPPOTrainer):
                 self._save_checkpoint()
             if not last:
                 self.rollouts.load_policy(self.global_steps)
-        if self.resume_point() is None or self.resume_point()[1] != self.end:
+        point = self.resume_point()
+        if point is None or point[1] != self.end:
             raise RuntimeError(f"chunk ended without a state at step {self.end}")
         logger.finish(exit_code=0)
 
