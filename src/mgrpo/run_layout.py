@@ -162,3 +162,26 @@ def read_manifest(checkpoint: str | Path) -> CheckpointManifest | None:
         return CheckpointManifest(**values)
     except TypeError as err:
         raise ValueError(f"{file}: not a checkpoint manifest ({err})") from None
+
+
+def require_manifest(
+    checkpoint: str | Path, identity: str, *, engine: str | None = None, step: int | None = None
+) -> CheckpointManifest:
+    """The manifest of the checkpoint a chunk starts or resumes from, after checking that it is
+    complete, of these run settings (``identity``) and, where given, of ``engine`` at ``step``."""
+    manifest = read_manifest(checkpoint)
+    if manifest is None:
+        raise FileNotFoundError(f"{checkpoint}: not a complete checkpoint (no {MANIFEST})")
+    if engine is not None and manifest.engine != engine:
+        raise ValueError(
+            f"{checkpoint}: written by the {manifest.engine!r} engine; the {engine} engine "
+            "resumes only its own checkpoints"
+        )
+    if manifest.identity != identity:
+        raise ValueError(
+            f"{checkpoint}: written by run settings {manifest.identity}, these settings are "
+            f"{identity}; a changed run must restart from step 0"
+        )
+    if step is not None and manifest.step != step:
+        raise ValueError(f"{checkpoint}: checkpoint is at step {manifest.step}, not {step}")
+    return manifest

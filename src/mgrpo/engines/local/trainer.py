@@ -42,7 +42,7 @@ from mgrpo.engines.local.state import (
     save_checkpoint,
 )
 from mgrpo.progress import progress
-from mgrpo.run_layout import MOMENTUM_DIR, POLICY_DIR, CheckpointManifest, read_manifest
+from mgrpo.run_layout import MOMENTUM_DIR, POLICY_DIR, CheckpointManifest, require_manifest
 from mgrpo.settings import RunSettings
 from mgrpo.step_records import ScoredPool, rollout_records, step_metrics
 from mgrpo.tracking import TrainingCurves
@@ -113,14 +113,7 @@ class LocalTrainer:
 
     def load(self, checkpoint: Path) -> None:
         """Resume from a checkpoint written by :meth:`save` (chunk handoff or resume state)."""
-        manifest = read_manifest(checkpoint)
-        if manifest is None:
-            raise FileNotFoundError(f"{checkpoint}: not a complete checkpoint (no manifest)")
-        if manifest.identity != self.identity:
-            raise ValueError(
-                f"{checkpoint}: written by run settings {manifest.identity}, "
-                f"these settings are {self.identity}; a changed run must restart from step 0"
-            )
+        require_manifest(checkpoint, self.identity)
         self._load_policy(checkpoint / POLICY_DIR)
         if self.method.uses_momentum:
             self.momentum = lm.load_model(checkpoint / MOMENTUM_DIR, self.device)

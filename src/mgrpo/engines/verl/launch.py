@@ -27,11 +27,10 @@ from mgrpo.engines.verl.config import SETTINGS_FILE, chunk_config
 from mgrpo.engines.verl.states import find_state, records_dir, state_dir, states_dir
 from mgrpo.io import atomic_path
 from mgrpo.run_layout import (
-    MANIFEST,
     MOMENTUM_DIR,
     POLICY_DIR,
     CheckpointManifest,
-    read_manifest,
+    require_manifest,
     write_manifest,
 )
 from mgrpo.settings import RunSettings
@@ -55,21 +54,7 @@ def unavailable_reason(settings: RunSettings) -> str | None:
 def init_state(checkpoint: str | Path, identity: str, start: int) -> Path:
     """The verl state inside the checkpoint a chunk starts from, after checking it is that."""
     checkpoint = Path(checkpoint)
-    manifest = read_manifest(checkpoint)
-    if manifest is None:
-        raise FileNotFoundError(f"{checkpoint}: not a complete checkpoint (no {MANIFEST})")
-    if manifest.engine != ENGINE:
-        raise ValueError(
-            f"{checkpoint}: written by the {manifest.engine!r} engine; the verl engine "
-            "resumes only its own checkpoints"
-        )
-    if manifest.identity != identity:
-        raise ValueError(
-            f"{checkpoint}: written by run settings {manifest.identity}, these settings are "
-            f"{identity}; a changed run must restart from step 0"
-        )
-    if manifest.step != start:
-        raise ValueError(f"{checkpoint}: checkpoint is at step {manifest.step}, not {start}")
+    require_manifest(checkpoint, identity, engine=ENGINE, step=start)
     state = state_dir(checkpoint / STATE_SUBDIR, start)
     if not state.is_dir():
         raise FileNotFoundError(f"{state}: the checkpoint has no verl state to resume from")
