@@ -212,6 +212,11 @@ def warning_columns(
     }
 
 
+def is_finished(final_step: int | None, steps: int | None) -> bool:
+    """Whether a run is evaluated at its last step ``steps`` (without a length: at all)."""
+    return final_step is not None and (steps is None or final_step == steps)
+
+
 def label_free_table(
     collapse: pd.DataFrame, run_steps: Mapping[str, int | None] | None = None
 ) -> pd.DataFrame:
@@ -232,7 +237,7 @@ def label_free_table(
     final_step = frame["final_step"].astype("Int64")
     steps = run_steps or {}
     frame["finished"] = [
-        not pd.isna(last) and (steps.get(run) is None or int(last) == steps[run])
+        is_finished(None if pd.isna(last) else int(last), steps.get(run))
         for run, last in zip(frame["run"], final_step, strict=True)
     ]
     frame["lead"] = collapse_step - warning_step  # <NA> unless both exist

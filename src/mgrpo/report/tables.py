@@ -21,7 +21,12 @@ import pandas as pd
 
 from mgrpo.io import write_text
 from mgrpo.report import DEFAULT_TABLE, TABLE_FORMATS, table_names
-from mgrpo.report.label_free import LabelFreeRule, label_free_markdown, label_free_table
+from mgrpo.report.label_free import (
+    LabelFreeRule,
+    is_finished,
+    label_free_markdown,
+    label_free_table,
+)
 from mgrpo.report.paper import PaperTable, Printed, paper_table
 from mgrpo.report.seeds import seed_markdown, seed_table
 
@@ -109,7 +114,7 @@ def expand_rows(
         name = labels.get(run, run)
         printed = paper.rows[paper_row].label if paper and paper_row in paper.rows else None
         best, last = _step(verdicts.at[run, "best_step"]), _step(verdicts.at[run, "final_step"])
-        steps = runs[run].steps if runs and runs[run].steps is not None else last
+        steps = runs[run].steps if runs else None
         if pick in ("best", "best_and_final", "final"):
             if last is None:
                 _add(notes, f"`{run}`: no evaluations in results/ yet, its cells are empty.")
@@ -125,7 +130,7 @@ def expand_rows(
             step = best if last else None  # the base model is not a trained checkpoint
             out.append(TableRow(row.get("label", printed or f"{name}_Best"), run, step, paper_row))
         if pick in ("final", "best_and_final"):
-            step = last if last is not None and last == steps else None
+            step = last if is_finished(last, steps) else None
             label = row.get("label", printed or f"{name}_Final")
             out.append(TableRow(label, run, step, paper_row))
     return out
