@@ -9,6 +9,7 @@ the same best, collapse and warning steps. pandas and matplotlib load inside the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -41,9 +42,10 @@ class ReportConfig:
     def margin(self) -> float:
         return float(self.report.get("collapse_margin", 0.05))
 
-    @property
+    @functools.cached_property
     def label_free(self) -> Any:
-        """The label-free detector's rule (:class:`mgrpo.report.label_free.LabelFreeRule`)."""
+        """The label-free detector's rule (:class:`mgrpo.report.label_free.LabelFreeRule`),
+        built once: ``from_json`` builds it to validate it, the commands reuse it."""
         from mgrpo.report.label_free import LabelFreeRule
 
         return LabelFreeRule.from_report(self.report)
