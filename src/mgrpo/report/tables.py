@@ -71,8 +71,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
+        _add_note(self.notes, text)
 
 
 def default_spec(run_names: Sequence[str]) -> dict[str, Any]:
@@ -117,9 +116,9 @@ def expand_rows(
         steps = runs[run].steps if runs else None
         if pick in ("best", "best_and_final", "final"):
             if last is None:
-                _add(notes, f"`{run}`: no evaluations in results/ yet, its cells are empty.")
+                _add_note(notes, f"`{run}`: no evaluations in results/ yet, its cells are empty.")
             elif steps is not None and last < steps:
-                _add(
+                _add_note(
                     notes,
                     f"`{run}`: evaluated up to step {last} of {steps} (in progress): its Best "
                     "row is the best so far and its Final row is empty.",
@@ -136,7 +135,8 @@ def expand_rows(
     return out
 
 
-def _add(notes: list[str], text: str) -> None:
+def _add_note(notes: list[str], text: str) -> None:
+    """Append ``text`` unless the table says it already (one note per run, not per row)."""
     if text not in notes:
         notes.append(text)
 
