@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mgrpo.algorithm.groups import GroupScore
+from mgrpo.algorithm.answers import Equivalence
+from mgrpo.algorithm.groups import GroupScore, score_group
+from mgrpo.algorithm.methods import Method
 from mgrpo.algorithm.signals import mean_or_none, step_signals
 from mgrpo.io import read_jsonl, write_jsonl, write_parquet
 from mgrpo.run_layout import rollout_frame, write_chunk_records
@@ -31,6 +33,47 @@ class ScoredPool:
     entropies: Sequence[float]
     self_certainties: Sequence[float] | None  # only where the reward is self-certainty
     lengths: Sequence[int]  # response tokens
+
+
+def score_pool(
+    prompt_id: str,
+    rows: Sequence[int],
+    *,
+    answers: Sequence[str | None],
+    is_momentum: Sequence[bool],
+    entropies: Sequence[float],
+    self_certainties: Sequence[float] | None,
+    texts: Sequence[str],
+    lengths: Sequence[int],
+    method: Method,
+    truth: str | None,
+    equal: Equivalence | None,
+) -> ScoredPool:
+    """One prompt's pool, picked from the step's per-row lists by its ``rows`` (pool order:
+    M policy, then N momentum) and scored by :func:`~mgrpo.algorithm.groups.score_group`."""
+
+    def pick(values: Sequence[Any]) -> list[Any]:
+        return [values[r] for r in rows]
+
+    certainties = None if self_certainties is None else pick(self_certainties)
+    group = score_group(
+        pick(answers),
+        pick(is_momentum),
+        pick(entropies),
+        method,
+        self_certainties=certainties,
+        truth=truth,
+        equal=equal,
+    )
+    return ScoredPool(
+        prompt_id=prompt_id,
+        group=group,
+        is_momentum=pick(is_momentum),
+        texts=pick(texts),
+        entropies=pick(entropies),
+        self_certainties=certainties,
+        lengths=pick(lengths),
+    )
 
 
 def step_metrics(

@@ -29,7 +29,6 @@ from mgrpo import lm
 from mgrpo.algorithm.answers import extract_answer, math_verify_equal
 from mgrpo.algorithm.ema import ema_update_
 from mgrpo.algorithm.entropy import trajectory_mean
-from mgrpo.algorithm.groups import GroupScore, score_group
 from mgrpo.algorithm.losses import policy_loss
 from mgrpo.algorithm.methods import Method
 from mgrpo.data import read_training_problems
@@ -44,7 +43,7 @@ from mgrpo.engines.local.state import (
 from mgrpo.progress import progress
 from mgrpo.run_layout import MOMENTUM_DIR, POLICY_DIR, CheckpointManifest, require_manifest
 from mgrpo.settings import RunSettings
-from mgrpo.step_records import ScoredPool, rollout_records, step_metrics
+from mgrpo.step_records import rollout_records, score_pool, step_metrics
 from mgrpo.tracking import TrainingCurves
 
 
@@ -218,21 +217,27 @@ class LocalTrainer:
         certainty = certainty.tolist() if method.reward == "self_certainty" else None
 
         # 3. Per prompt: filter, vote, reward, advantage.
-        groups: list[GroupScore] = []
-        advantages = torch.zeros(len(batch))
-        trained = torch.zeros(len(batch), dtype=torch.bool)
-        for p, rows in enumerate(pools):
-            group = score_group(
-                [answers[r] for r in rows],
-                [is_momentum[r] for r in rows],
-                [entropy_list[r] for r in rows],
-                method,
-                self_certainties=[certainty[r] for r in rows] if certainty else None,
+        lengths = batch.response_mask.sum(-1).tolist()
+        scored = [
+            score_pool(
+                self.problems.ids[prompt_index[p]],
+                rows,
+                answers=answers,
+                is_momentum=is_momentum,
+                entropies=entropy_list,
+                self_certainties=certainty,
+                texts=texts,
+                lengths=lengths,
+                method=method,
                 truth=self.problems.answers[prompt_index[p]],
                 equal=self.equal,
             )
-            groups.append(group)
-            for r, adv, used in zip(rows, group.advantages, group.trained, strict=True):
+            for p, rows in enumerate(pools)
+        ]
+        advantages = torch.zeros(len(batch))
+        trained = torch.zeros(len(batch), dtype=torch.bool)
+        for pool, rows in zip(scored, pools, strict=True):
+            for r, adv, used in zip(rows, pool.group.advantages, pool.group.trained, strict=True):
                 if used:
                     advantages[r], trained[r] = adv, True
 
@@ -244,19 +249,6 @@ class LocalTrainer:
             ema_update_(list(self.momentum.parameters()), self.policy.parameters(), method.momentum)
 
         self.step_index += 1
-        lengths = batch.response_mask.sum(-1).tolist()
-        scored = [
-            ScoredPool(
-                prompt_id=self.problems.ids[prompt_index[p]],
-                group=group,
-                is_momentum=[is_momentum[r] for r in rows],
-                texts=[texts[r] for r in rows],
-                entropies=[entropy_list[r] for r in rows],
-                self_certainties=[certainty[r] for r in rows] if certainty else None,
-                lengths=[lengths[r] for r in rows],
-            )
-            for p, (group, rows) in enumerate(zip(groups, pools, strict=True))
-        ]
         label = self.method.label
         metrics = step_metrics(self.settings["run"], label, self.step_index, scored, update)
         metrics.update(step_time=time.perf_counter() - t0, sample_time=t_sample)

@@ -17,9 +17,8 @@ import torch
 
 from mgrpo.algorithm.answers import Equivalence, extract_answer
 from mgrpo.algorithm.entropy import trajectory_mean
-from mgrpo.algorithm.groups import score_group
 from mgrpo.algorithm.methods import Method
-from mgrpo.step_records import ScoredPool
+from mgrpo.step_records import ScoredPool, score_pool
 
 # Non-tensor columns the trainer adds to every row before generation.
 UID = "uid"  # one per prompt and step (verl's own grouping key)
@@ -66,7 +65,8 @@ def score_batch(
     certainty = None
     if method.reward == "self_certainty":
         certainty = trajectory_mean(batch.batch[SELF_CERTAINTY].float(), mask).tolist()
-    lengths = mask.sum(-1).tolist()
+    lengths = [int(n) for n in mask.sum(-1).tolist()]
+    is_momentum = [bool(m) for m in nt[MOMENTUM]]
     answers = [extract_answer(t) for t in texts]
 
     pools_by_uid: dict[Any, list[int]] = {}
@@ -82,32 +82,26 @@ def score_batch(
     for uid in order:
         rows = sorted(pools_by_uid[uid], key=lambda r: int(nt[POOL_INDEX][r]))
         _check_pool(uid, rows, nt, method)
-        is_momentum = [bool(nt[MOMENTUM][r]) for r in rows]
-        group = score_group(
-            [answers[r] for r in rows],
-            is_momentum,
-            [entropy[r] for r in rows],
-            method,
-            self_certainties=None if certainty is None else [certainty[r] for r in rows],
+        pool = score_pool(
+            str(nt[PROMPT_ID][rows[0]]),
+            rows,
+            answers=answers,
+            is_momentum=is_momentum,
+            entropies=entropy,
+            self_certainties=certainty,
+            texts=texts,
+            lengths=lengths,
+            method=method,
             truth=nt[TRUTH][rows[0]],
             equal=equal,
         )
+        group = pool.group
         for r, used, adv, rew in zip(
             rows, group.trained, group.advantages, group.rewards, strict=True
         ):
             if used:
                 trained[r], advantages[r], rewards[r] = True, adv, rew
-        pools.append(
-            ScoredPool(
-                prompt_id=str(nt[PROMPT_ID][rows[0]]),
-                group=group,
-                is_momentum=is_momentum,
-                texts=[texts[r] for r in rows],
-                entropies=[entropy[r] for r in rows],
-                self_certainties=None if certainty is None else [certainty[r] for r in rows],
-                lengths=[int(lengths[r]) for r in rows],
-            )
-        )
+        pools.append(pool)
         all_rows.append(rows)
     return StepScore(pools, all_rows, trained, advantages, rewards)
 
