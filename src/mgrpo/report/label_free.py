@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -105,12 +105,15 @@ class Warning:
     choice_step: int | None  # the checkpoint a user without labels would keep (None: none yet)
 
 
-def smoothed_signals(metrics: pd.DataFrame, rule: LabelFreeRule) -> pd.DataFrame:
-    """Per step: each watched signal's trailing mean and its change relative to the baseline.
+def smoothed_signals(
+    metrics: pd.DataFrame, rule: LabelFreeRule, signals: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """Per step: each signal's trailing mean and its change relative to the baseline.
 
-    ``metrics`` is one run's step metrics (``step`` plus signal columns, nulls as NaN).
-    Columns: ``step``, then ``<signal>`` (smoothed) and ``<signal>_change`` for every watched
-    signal the run logs. Steps before a full window are NaN.
+    ``metrics`` is one run's step metrics (``step`` plus signal columns, nulls as NaN);
+    ``signals`` defaults to the rule's watched ones. Columns: ``step``, then ``<signal>``
+    (smoothed) and ``<signal>_change`` for each of them the run logs. Steps before a full window
+    are NaN.
     """
     import pandas as pd
 
@@ -120,7 +123,7 @@ def smoothed_signals(metrics: pd.DataFrame, rule: LabelFreeRule) -> pd.DataFrame
             f"metrics list step(s) twice: {sorted(frame['step'][frame['step'].duplicated()])}"
         )
     out = pd.DataFrame({"step": frame["step"].astype(int)})
-    for name in rule.thresholds:
+    for name in rule.thresholds if signals is None else signals:
         if name not in frame.columns:
             continue
         values = pd.to_numeric(frame[name], errors="coerce")

@@ -69,16 +69,14 @@ def plot_signals(data: FigureData, rule: LabelFreeRule) -> Figure:
     run = example_run(data)
     verdict = data.verdict(run)
     collapse, warning = _step(verdict["collapse_step"]), _step(verdict["warning_step"])
-    metrics = _run_metrics(data, run)
-    shown = [
-        name
-        for name in LABEL_FREE_SIGNALS
-        if name in metrics.columns and pd.to_numeric(metrics[name], errors="coerce").notna().any()
-    ]
-    curves = pd.DataFrame({"step": []})
-    if shown:  # smooth every logged signal exactly as the detector smooths the watched ones
-        every = LabelFreeRule(rule.window, rule.baseline_step, dict.fromkeys(shown, 1.0))
-        curves = smoothed_signals(metrics, every)
+    metrics = _run_metrics(data, run).sort_values("step")
+    # Every logged signal, smoothed exactly as the detector smooths the watched ones.
+    curves = (
+        smoothed_signals(metrics, rule, signals=LABEL_FREE_SIGNALS)
+        if not metrics.empty
+        else pd.DataFrame({"step": []})
+    )
+    shown = [name for name in LABEL_FREE_SIGNALS if name in curves.columns]
     fig, axes = plt.subplots(
         len(shown) + 1,
         1,
@@ -106,8 +104,8 @@ def plot_signals(data: FigureData, rule: LabelFreeRule) -> Figure:
     top.set_ylabel(f"accuracy\n({data.select_on})")
     _mark(top, collapse, warning)
     for ax, name in zip(axes[1:, 0], shown, strict=True):
-        raw = pd.to_numeric(metrics.sort_values("step")[name], errors="coerce")
-        ax.plot(metrics.sort_values("step")["step"], raw, color="C0", alpha=0.25, linewidth=1)
+        raw = pd.to_numeric(metrics[name], errors="coerce")
+        ax.plot(metrics["step"], raw, color="C0", alpha=0.25, linewidth=1)
         ax.plot(curves["step"], curves[name], color="C0", linewidth=2)
         if name in rule.thresholds:
             base = curves.loc[curves["step"] == rule.baseline_step, name]
