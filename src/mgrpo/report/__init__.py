@@ -6,6 +6,7 @@ report's output files. Loading, the collapse detector, tables and figures live i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +37,8 @@ def table_names(report_cfg: dict[str, Any]) -> list[str]:
             f"{', '.join(f'{t}.md' for t in LABEL_FREE_TABLES)})"
         )
     return names
+
+
+def markdown_row(cells: Sequence[str]) -> str:
+    """One GitHub Markdown table row; a ``|`` inside a cell is escaped."""
+    return "| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |"

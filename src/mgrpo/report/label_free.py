@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mgrpo.algorithm.signals import LABEL_FREE_SIGNALS
+from mgrpo.report import markdown_row
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -348,7 +349,7 @@ def label_free_markdown(table: pd.DataFrame, rule: LabelFreeRule, select_on: str
             _pct(r["final_accuracy"]) if r["finished"] else "",
             f"{_pct(r['choice_accuracy'])} ({int(r['choice_step'])})" if evaluated else "",
         ]
-        lines.append("| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |")
+        lines.append(markdown_row(cells))
     return "\n".join(lines) + "\n"
 
 

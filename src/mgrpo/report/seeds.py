@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mgrpo.algorithm.methods import IQR_SCOPES, METHOD_REWARDS, method_from_settings
+from mgrpo.report import markdown_row
 from mgrpo.report.label_free import pd_isna
 
 if TYPE_CHECKING:
@@ -199,5 +200,5 @@ def seed_markdown(table: pd.DataFrame, select_on: str) -> str:
             f"{r['warned']}/{r['runs']}" if done else "",
             _pm(r["choice_mean"], r["choice_sd"]),
         ]
-        lines.append("| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |")
+        lines.append(markdown_row(cells))
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from mgrpo.io import write_text
-from mgrpo.report import DEFAULT_TABLE, TABLE_FORMATS, table_names
+from mgrpo.report import DEFAULT_TABLE, TABLE_FORMATS, markdown_row, table_names
 from mgrpo.report.label_free import (
     LabelFreeRule,
     is_finished,
@@ -237,18 +237,15 @@ def to_markdown(table: Table, select_on: str) -> str:
     """GitHub Markdown, accuracies as percentages with two decimals like the paper; the Run
     column says which of our runs each (paper-labelled) row shows."""
 
-    def cells(values: Sequence[str]) -> str:
-        return "| " + " | ".join(v.replace("|", r"\|") for v in values) + " |"
-
     per_bench = [[b, "paper", "Δ"] if table.paper else [b] for b in table.benchmarks]
     header = ["Model", "Run", "Step", *(h for group in per_bench for h in group)]
     lines = [f"# {table.title}", ""]
-    lines.append(cells(header))
+    lines.append(markdown_row(header))
     lines.append("|" + "|".join([":--", ":--", *["--:"] * (len(header) - 2)]) + "|")
     for row, row_cells in zip(table.rows, table.cells, strict=True):
         step = "" if row.step is None else str(row.step)
         run = f"`{row.run}`" if row.run else ""
-        lines.append(cells([row.label, run, step, *_values(table, row_cells)]))
+        lines.append(markdown_row([row.label, run, step, *_values(table, row_cells)]))
     lines.append("")
     lines += [f"- {note}" for note in _header_notes(table, f"`{select_on}`") + table.notes]
     return "\n".join(lines) + "\n"
