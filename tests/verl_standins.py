@@ -50,15 +50,27 @@ def _nested(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class FakeWorkers:
     """The actor/rollout/ref worker group (with pi_k), one data-parallel rank."""
 
-    def __init__(self, world: World, dp_size: int = 1):
+    def __init__(self, world: World, dp_size: int = 1, micro_batch_size: int = 1):
         self.world = world
+        self.dp_size, self.micro_batch_size = dp_size, micro_batch_size
         self._dispatch_info = {"actor": list(range(dp_size))}
+
+    def _split(self, td: TensorDict) -> None:
+        """What verl's engine asserts (``use_dynamic_bsz: false``): every rank gets whole
+        micro-batches (verl/workers/engine/utils.py, ``prepare_micro_batches``)."""
+        rows = int(td.batch_size[0])
+        assert rows % self.dp_size == 0, f"{rows} rows do not split over {self.dp_size} ranks"
+        assert (rows // self.dp_size) % self.micro_batch_size == 0, (
+            "data size must be divisible by force_group_size * micro_batch_size_per_gpu: "
+            f"{rows // self.dp_size} rows per rank, micro-batches of {self.micro_batch_size}"
+        )
 
     def _query_dispatch_info(self, role: str) -> list[int]:
         return self._dispatch_info[role]
 
     # log-prob passes -------------------------------------------------------------------
     def compute_log_prob(self, td: TensorDict) -> TensorDict:
+        self._split(td)
         ids = td["input_ids"]
         values = ids.values()
         flag = tu.get_non_tensor_data(data=td, key=SELF_CERTAINTY_FLAG, default=False)
@@ -70,6 +82,7 @@ class FakeWorkers:
         return tu.get_tensordict(out, non_tensor_dict={"metrics": {"mfu": 0.0}})
 
     def compute_momentum_log_prob(self, td: TensorDict) -> TensorDict:
+        self._split(td)
         ids = td["input_ids"]
         self.world.log.append(("log_prob", ids.size(0), "pi_k", False))
         out = {
@@ -79,6 +92,7 @@ class FakeWorkers:
         return tu.get_tensordict(out, non_tensor_dict={"metrics": {"mfu": 0.0}})
 
     def compute_ref_log_prob(self, td: TensorDict) -> TensorDict:
+        self._split(td)
         ids = td["input_ids"]
         self.world.log.append(("ref", ids.size(0)))
         out = {"log_probs": _nested(-0.6 * torch.ones(ids.values().shape), ids)}
@@ -86,6 +100,7 @@ class FakeWorkers:
 
     # the update and pi_k --------------------------------------------------------------
     def update_actor(self, td: TensorDict) -> TensorDict:
+        self._split(td)
         if self.world.fail_at_update == self.world.policy + 1:
             raise RuntimeError("node lost")
         mask = td["response_mask"]

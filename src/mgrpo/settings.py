@@ -28,6 +28,8 @@ from mgrpo.config import ConfigError, load_schema, schema_validator
 
 # The run length is not part of a run's identity (see the module docstring).
 NOT_IDENTITY = ("steps",)
+# The verl engine trains on a node's GPUs (auto, cuda) or takes its CPU path (docs/verl-engine.md).
+VERL_DEVICES = ("auto", "cuda", "cpu")
 
 
 def config_key(config: Mapping[str, Any], name: str, key: str) -> str:
@@ -177,6 +179,11 @@ def resolve_run_settings(config: Mapping[str, Any], name: str) -> RunSettings:
             f"after which the {values['lr_schedule']} schedule has decayed to its floor"
         )
     _method(values, key)  # cross-key errors name the config key
+    if values["engine"] == "verl" and values["device"] not in VERL_DEVICES:
+        raise ConfigError(
+            f"{key('device')}: {values['device']!r} with engine 'verl'; it takes "
+            f"{' | '.join(VERL_DEVICES)} (the GPUs of one node are `gpus`, not a device index)"
+        )
     identity = {k: v for k, v in values.items() if k not in NOT_IDENTITY}
     if identity["schedule_steps"] is None:
         identity["schedule_steps"] = steps

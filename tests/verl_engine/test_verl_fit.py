@@ -27,6 +27,7 @@ FIT = {
     "method": "mgrpo",
     "iqr": True,
     "engine": "verl",
+    "device": "cuda",  # the GPU path, its GPU side played by the stand-ins
     "gpus": 1,
     "rollouts": 4,  # M-GRPO: M = 3 policy + N = 1 momentum rollout per prompt
     "prompts_per_step": 2,
@@ -100,7 +101,8 @@ class Chunk:
     def fit(self, world: World | None = None, dp_size: int = 1) -> World:
         t = self.trainer
         self.world = world or self.world
-        t.actor_rollout_wg = t.ref_policy_wg = FakeWorkers(self.world, dp_size)
+        micro = self.config.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu
+        t.actor_rollout_wg = t.ref_policy_wg = FakeWorkers(self.world, dp_size, micro)
         t.async_rollout_manager = FakeAgentLoop(self.world, t.tokenizer, self.config)
         t.checkpoint_manager = FakeCheckpointManager(self.world)
         if t.method.uses_momentum:  # what init_workers does after verl's own
@@ -164,8 +166,10 @@ def test_one_step_generates_pushes_scores_updates_in_order(tmp_path, toy_dir, to
     generated = [e[2] for e in world.events("generate")]
     assert generated == [8, 8, 8, 8]  # 2 prompts x M=3 padded to the agent loop's 8 workers
     trained = c.records.groupby("step").trained.sum().tolist()
-    assert [e[1] for e in world.events("ref")] == [e[1] for e in world.events("update")] == trained
     assert all(t <= 6 for t in trained)
+    # the kept rows, padded to whole micro-batches of 4 (the padding carries no loss: below)
+    padded = [-(-t // 4) * 4 for t in trained]
+    assert [e[1] for e in world.events("ref")] == [e[1] for e in world.events("update")] == padded
 
 
 def test_only_kept_policy_rollouts_are_trained(tmp_path, toy_dir, tokenizer, problems):
@@ -174,7 +178,7 @@ def test_only_kept_policy_rollouts_are_trained(tmp_path, toy_dir, tokenizer, pro
     records = c.records
     for step, update in enumerate(world.updates, start=1):
         rows = records[records.step == step]
-        assert update["rows"] == rows.trained.sum()
+        assert update["rows"] == -(-rows.trained.sum() // 4) * 4  # whole micro-batches of 4
         assert update["mini_batch_size"] == update["rows"]  # one optimizer step per step
         assert update["has_ref"]
         tokens = rows[rows.trained].response.map(
@@ -196,7 +200,8 @@ def test_padding_rows_for_data_parallelism_carry_no_loss(tmp_path, toy_dir, toke
     records = c.records
     trained = int(records.trained.sum())
     update = world.updates[0]
-    assert update["rows"] % 4 == 0 and update["rows"] >= trained
+    # 4 ranks x whole micro-batches of 4 (verl refuses a part micro-batch: the stand-in too)
+    assert update["rows"] % 16 == 0 and update["rows"] >= trained
     tokens = records[records.trained].response.map(
         lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1  # + EOS
     )
@@ -340,7 +345,8 @@ def test_generator_entropy_is_measured_under_pi_k(tmp_path, toy_dir, tokenizer, 
     c = chunk(tmp_path, toy_dir, tokenizer, problems, 0, 1, entropy_model="generator")
     world = c.fit()
     passes = world.events("log_prob")
-    assert [(e[1], e[2]) for e in passes] == [(8, "pi_q"), (2, "pi_k")]
+    # the 2 momentum rows go to pi_k padded to a whole micro-batch of 4 (sliced off after)
+    assert [(e[1], e[2]) for e in passes] == [(8, "pi_q"), (4, "pi_k")]
     records = c.records
     assert (records[records.source == "momentum"].entropy > 5).all()  # the stand-in's pi_k
     assert (records[records.source == "policy"].entropy < 2).all()

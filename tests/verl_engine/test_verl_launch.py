@@ -18,7 +18,7 @@ from mgrpo.engines.verl.states import STATE_MARKER, state_dir
 from mgrpo.run_layout import CheckpointManifest, read_manifest, write_manifest
 from mgrpo.step_records import ChunkRecords
 
-SETTINGS = {"method": "mgrpo", "iqr": True, "engine": "verl", "gpus": 1}
+SETTINGS = {"method": "mgrpo", "iqr": True, "engine": "verl", "device": "cuda", "gpus": 1}
 
 
 def fake_state(model_dir: Path, states: Path, settings, step: int, start: int, end: int) -> Path:

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mgrpo.engines.verl import cpu
 from mgrpo.engines.verl.keys import FIXED_KEYS, verl_overrides
 from mgrpo.engines.verl.states import states_dir
 
@@ -80,8 +81,10 @@ def chunk_overrides(
     settings: Mapping[str, Any], extra: Mapping[str, Any] | None = None
 ) -> list[str]:
     """Hydra overrides of a run's chunk: fixed keys, the settings table, ``extra`` (the chunk's
-    paths and bounds), then the run's own ``verl_overrides``, which win."""
-    return verl_overrides(settings, extra) + list(settings.get("verl_overrides", []))
+    paths and bounds), the CPU path's keys (``device: cpu``), then the run's own
+    ``verl_overrides``, which win."""
+    device = cpu.verl_overrides(settings) if cpu.on_cpu(settings) else []
+    return verl_overrides(settings, extra) + device + list(settings.get("verl_overrides", []))
 
 
 def validate(config: Any) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import verl  # noqa: F401  (the engine registry reads a missing verl as "not installed")
 
 from mgrpo.engines import ChunkPaths
+from mgrpo.engines.verl import cpu
 from mgrpo.engines.verl.config import SETTINGS_FILE, chunk_config
 from mgrpo.engines.verl.states import find_state, records_dir, state_dir, states_dir
 from mgrpo.io import atomic_path
@@ -42,6 +43,8 @@ STATE_SUBDIR = "verl"  # the engine's resume state inside a run-layout checkpoin
 
 def unavailable_reason(settings: RunSettings) -> str | None:
     """The engine contract: why this machine cannot train ``settings`` (None if it can)."""
+    if cpu.on_cpu(settings):
+        return cpu.unavailable_reason()
     if importlib.util.find_spec("vllm") is None:
         return "vLLM (verl's rollout engine) is not installed"
     import torch
@@ -102,7 +105,14 @@ def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) 
             tensorboard=paths.tensorboard,
             trackers=extra_trackers(),
         )
-        run(config)
+        if cpu.on_cpu(settings):
+            with cpu.shared_memory_cleanup():
+                run(config)
+                import ray
+
+                ray.shutdown()  # vLLM's processes end here, so their shared memory can go
+        else:
+            run(config)
         done = find_state(states, identity, start, end)
         if done is None or done[1] != end:
             raise RuntimeError(f"{work}: the trainer returned without a state at step {end}")

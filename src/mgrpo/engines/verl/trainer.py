@@ -21,6 +21,7 @@ steps, and at the end, a complete resume state is written to ``mgrpo.work_dir``:
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 import uuid
@@ -331,7 +332,21 @@ class MGRPOTrainer(RayPPOTrainer):
         return rows
 
     def _dp_padded(self, batch: DataProto) -> tuple[DataProto, int]:
-        return pad_dataproto_to_divisor(batch, self._get_dp_size(self.actor_rollout_wg, "actor"))
+        """``batch`` padded to whole micro-batches on every data-parallel rank.
+
+        With ``use_dynamic_bsz: false`` verl's engine splits each rank's rows into micro-batches
+        of exactly ``*micro_batch_size_per_gpu`` rows and refuses a remainder; the IQR filter
+        keeps any number of rows, so the pad covers the micro-batch sizes of every pass.
+        """
+        config = self.config.actor_rollout_ref
+        sizes = (
+            config.actor.ppo_micro_batch_size_per_gpu,
+            config.rollout.log_prob_micro_batch_size_per_gpu,
+            config.ref.log_prob_micro_batch_size_per_gpu,
+        )
+        micro = math.lcm(*(int(size) for size in sizes if size))
+        dp = self._get_dp_size(self.actor_rollout_wg, "actor")
+        return pad_dataproto_to_divisor(batch, dp * micro)
 
     def _old_log_prob(self, full: DataProto) -> DataProto:
         """verl's old-log-prob pass, keeping the entropies (and self-certainty for Intuitor)."""

@@ -29,9 +29,11 @@ from verl.single_controller.base.decorator import (
     make_nd_compute_dataproto_dispatch_fn,
     register,
 )
+from verl.utils.device import get_device_name
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
 from mgrpo.algorithm.entropy import token_self_certainty
+from mgrpo.engines.verl import cpu
 from mgrpo.engines.verl.momentum import MomentumShards
 
 SELF_CERTAINTY_FLAG = "calculate_self_certainty"
@@ -145,6 +147,8 @@ class MomentumWorker(ActorRolloutRefWorker):
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def init_model(self):
+        if get_device_name() == cpu.DEVICE:
+            cpu.init_process_group()  # before verl's, whose backend string the CPU cannot take
         super().init_model()
         if self.actor is not None:
             engine = self.actor.engine
