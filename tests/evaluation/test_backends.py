@@ -64,6 +64,17 @@ def test_vllm_requests_are_built_from_prompts_and_sampling() -> None:
     assert backend._llm is llm  # the engine is built once
 
 
+def test_a_kv_cache_size_replaces_the_memory_fraction() -> None:
+    """vLLM's CPU build reads gpu_memory_utilization as a fraction of the machine's memory and
+    refuses to start when that much is not free: a CPU config sizes the KV cache instead."""
+    backend = stand_in([["a"]], dtype="float32", enforce_eager=True, kv_cache_gib=1.5)
+    backend.generate([[1, 2]], Sampling(n=1, temperature=0.0, max_tokens=4, seed=0))
+    kwargs = backend._llm.kwargs
+    assert kwargs["kv_cache_memory_bytes"] == int(1.5 * 2**30)
+    assert (kwargs["dtype"], kwargs["enforce_eager"]) == ("float32", True)
+    assert "kv_cache_gib" not in kwargs  # not a vLLM argument
+
+
 def test_vllm_results_are_parsed_in_sample_order() -> None:
     backend = stand_in([["first", "second", "third"]], finish="length")
     (completions,) = backend.generate([[1]], Sampling(n=3, temperature=1.0, max_tokens=5, seed=0))

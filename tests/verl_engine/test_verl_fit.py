@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 from support import as_float32, raw_scalar_counts, tensorboard_scalars, tiny_config
+from verl import DataProto
 from verl_standins import FakeAgentLoop, FakeCheckpointManager, FakeWorkers, World
 
 from mgrpo.engines.verl.config import chunk_config
@@ -350,3 +353,25 @@ def test_generator_entropy_is_measured_under_pi_k(tmp_path, toy_dir, tokenizer, 
     records = c.records
     assert (records[records.source == "momentum"].entropy > 5).all()  # the stand-in's pi_k
     assert (records[records.source == "policy"].entropy < 2).all()
+
+
+def test_the_push_audit_measures_each_source_against_pi_q():
+    """vLLM's log-probs of its sampled tokens vs pi_q's, per source, response tokens only.
+    Catches: the two sources mixed up, padding tokens counted, the audit lost."""
+    from mgrpo.engines.verl import scoring
+    from mgrpo.engines.verl.trainer import push_audit
+
+    old = torch.zeros(3, 4)
+    rollout = torch.tensor(
+        [[0.1, 0.1, 9.0, 9.0], [0.3, 0.3, 0.3, 9.0], [1.0, 2.0, 9.0, 9.0]]
+    )  # 9.0: tokens past the response (masked)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0]])
+    batch = DataProto.from_single_dict(
+        {"old_log_probs": old, "rollout_log_probs": -rollout, "response_mask": mask}
+    )
+    batch.non_tensor_batch[scoring.MOMENTUM] = np.array([False, False, True])
+    audit = push_audit(batch)
+    assert audit["rollout/logprob_gap_policy"] == pytest.approx((0.2 + 0.9) / 5)
+    assert audit["rollout/logprob_gap_momentum"] == pytest.approx(1.5)
+    del batch.batch["rollout_log_probs"]
+    assert push_audit(batch) == {}  # an engine that reports no log-probs: nothing to audit

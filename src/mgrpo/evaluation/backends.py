@@ -193,8 +193,11 @@ class VllmBackend:
             "tensor_parallel_size": 1,
             "max_model_len": None,
             "enforce_eager": False,
+            "kv_cache_gib": None,
             **self.options,
         }
+        kv_cache = options["kv_cache_gib"]
+        sized = {} if kv_cache is None else {"kv_cache_memory_bytes": int(kv_cache * 2**30)}
         return {
             "model": self.model_dir,
             "tokenizer": self.model_dir,
@@ -205,6 +208,7 @@ class VllmBackend:
             "max_model_len": options["max_model_len"] or max_model_len,
             "enforce_eager": options["enforce_eager"],
             "generation_config": "vllm",  # no sampling defaults from the checkpoint's config
+            **sized,
         }
 
     def sampling_params(self, sampling: Sampling, prompt_index: int) -> Any:

@@ -82,7 +82,7 @@ def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) 
     done = find_state(states, identity, start, end)
     if done is None or done[1] != end:
         from mgrpo.engines.verl.data import write_verl_dataset
-        from mgrpo.engines.verl.task_runner import run
+        from mgrpo.engines.verl.task_runner import mark, run
         from mgrpo.lm import load_tokenizer
         from mgrpo.tracking import extra_trackers
 
@@ -105,19 +105,19 @@ def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) 
             tensorboard=paths.tensorboard,
             trackers=extra_trackers(),
         )
+        mark("chunk start")
         if cpu.on_cpu(settings):
-            with cpu.shared_memory_cleanup():
-                run(config)
-                import ray
-
-                ray.shutdown()  # vLLM's processes end here, so their shared memory can go
-        else:
-            run(config)
+            cpu.clean_shared_memory_at_exit()
+        run(config)
+        mark("trainer done")
         done = find_state(states, identity, start, end)
         if done is None or done[1] != end:
             raise RuntimeError(f"{work}: the trainer returned without a state at step {end}")
     assemble_chunk(settings, end, done[0], paths)
     shutil.rmtree(work, ignore_errors=True)
+    from mgrpo.engines.verl.task_runner import mark
+
+    mark("checkpoint assembled")
 
 
 def assemble_chunk(settings: RunSettings, end: int, state: Path, paths: ChunkPaths) -> None:

@@ -6,10 +6,18 @@ cannot be inherited from. :func:`run` wraps the subclass with ``ray.remote`` its
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from verl.trainer.main_ppo_v0 import BaseTaskRunner
+
+MARK = "[mgrpo]"  # a chunk's phase marks in its log: "[mgrpo] <unix time> <event>"
+
+
+def mark(event: str) -> None:
+    """Mark a phase of the chunk in its log (benchmarks/verl_cpu_phases.py reads the marks)."""
+    print(f"{MARK} {time.time():.3f} {event}", flush=True)
 
 
 class MGRPOTaskRunner(BaseTaskRunner):
@@ -36,6 +44,7 @@ class MGRPOTaskRunner(BaseTaskRunner):
         from mgrpo.engines.verl.trainer import MGRPOTrainer
         from mgrpo.settings import RunSettings
 
+        mark("task runner up")
         OmegaConf.resolve(config)
         _, group_cls = self.add_actor_rollout_worker(config)
         self.add_reward_model_resource_pool(config)
@@ -60,6 +69,7 @@ class MGRPOTaskRunner(BaseTaskRunner):
             settings=settings,
         )
         trainer.init_workers()
+        mark("workers up")  # FSDP actor and reference, vLLM replicas, pi_k
         trainer.fit()
 
 

@@ -81,6 +81,28 @@ def scheduled_lr(optim: Any, update_index: int) -> float:
     return optim.lr * schedule.lr_lambdas[0](update_index)
 
 
+def push_audit(full: DataProto) -> dict[str, float]:
+    """How far vLLM's log-probs of the sampled tokens are from pi_q's, per rollout source.
+
+    vLLM reports the log-prob of every token it sampled (``rollout_log_probs``); the old-log-
+    prob pass scores the same tokens under pi_q. Policy rollouts were sampled while vLLM held
+    pi_q: their gap is numerical noise (precision, kernels). Momentum rollouts were sampled
+    while it held pi_k: their gap is that noise plus how far pi_k is from pi_q. A momentum push
+    that never reached vLLM, or a pi_q push that failed, shows in these two numbers.
+    """
+    if "rollout_log_probs" not in full.batch.keys():  # noqa: SIM118 (a TensorDict)
+        return {}
+    gap = (full.batch["rollout_log_probs"].float() - full.batch["old_log_probs"].float()).abs()
+    tokens = full.batch["response_mask"].bool()
+    momentum = torch.as_tensor(full.non_tensor_batch[scoring.MOMENTUM].astype(bool))
+    audit = {}
+    for source, rows in (("policy", ~momentum), ("momentum", momentum)):
+        mask = tokens & rows[:, None]
+        if mask.any():
+            audit[f"rollout/logprob_gap_{source}"] = gap[mask].mean().item()
+    return audit
+
+
 class MGRPOTrainer(RayPPOTrainer):
     """``RayPPOTrainer`` whose ``fit()`` runs M-GRPO steps from ``start_step`` to ``end_step``."""
 
@@ -204,20 +226,22 @@ class MGRPOTrainer(RayPPOTrainer):
             # Continues the run's curves from the step training continues from, each step once
             # (verl's own adapter would show a resumed chunk's redone steps twice).
             logger.logger["tensorboard"] = TrainingCurves(curves, first_step=self.global_steps + 1)
-        if self.global_steps < self.end:
-            self.rollouts.load_policy(self.global_steps)
         batches = self._batches()
         every = int(self.chunk.resume_every)
         while self.global_steps < self.end:
+            t = time.perf_counter()
+            self.rollouts.load_policy(self.global_steps)  # pi_q into vLLM (as it was at the end)
+            pushed = time.perf_counter() - t
             self.global_steps += 1
             metrics, records, verl_metrics = self.train_step(next(batches))
+            verl_metrics["timing_s/update_weights_policy"] = pushed
             self.records.add(metrics, records)
             logger.log(data={**verl_metrics, **tracked_metrics(metrics)}, step=self.global_steps)
-            last = self.global_steps == self.end
-            if last or self.global_steps % every == 0:
+            if self.global_steps == self.end or self.global_steps % every == 0:
+                t = time.perf_counter()
                 self._save_checkpoint()
-            if not last:
-                self.rollouts.load_policy(self.global_steps)
+                seconds = {"timing_s/save_checkpoint": time.perf_counter() - t}
+                logger.log(data=seconds, step=self.global_steps)
         point = self.resume_point()
         if point is None or point[1] != self.end:
             raise RuntimeError(f"chunk ended without a state at step {self.end}")
@@ -280,6 +304,7 @@ class MGRPOTrainer(RayPPOTrainer):
         if method.momentum_rollouts and method.entropy_model == "generator":
             self._momentum_entropy(full)
         timing["old_log_prob"] = time.perf_counter() - t
+        verl_metrics.update(push_audit(full))
 
         # 4. Per prompt: IQR filter, vote, reward, advantage.
         texts = response_texts(

@@ -32,6 +32,7 @@ read it anywhere.
 
 from __future__ import annotations
 
+import atexit
 import importlib.metadata
 import importlib.util
 import os
@@ -46,7 +47,12 @@ WORKER_EXTENSION = "mgrpo.engines.verl.cpu.vllm_worker.CpuWorkerExtension"
 RAY_CPU_SLOTS = 8  # Ray scheduling slots (TaskRunner, agent-loop and reward workers), not cores
 KV_CACHE_GIB = 1  # vLLM-CPU's KV cache (VLLM_CPU_KVCACHE_SPACE): ample for toy-sized runs
 SHARED_MEMORY = Path("/dev/shm")
-SHARED_MEMORY_LEFTOVERS = ("psm_*", "sem.mp-*", "sem.loky-*")  # what vLLM's processes leave
+SHARED_MEMORY_LEFTOVERS = (
+    "psm_*",
+    "sem.mp-*",
+    "sem.loky-*",
+    "verl_weights_*",
+)  # left by vLLM, verl
 
 
 def on_cpu(settings: Mapping[str, Any]) -> bool:
@@ -133,14 +139,31 @@ def init_process_group() -> None:
         )
 
 
+def _leftovers(directory: Path) -> set[Path]:
+    return {path for pattern in SHARED_MEMORY_LEFTOVERS for path in directory.glob(pattern)}
+
+
+def _remove_new_leftovers(directory: Path, before: set[Path]) -> None:
+    for path in _leftovers(directory) - before:
+        path.unlink(missing_ok=True)
+
+
 @contextmanager
 def shared_memory_cleanup(directory: Path = SHARED_MEMORY) -> Iterator[None]:
-    """Remove the shared-memory files vLLM's processes leave behind (about 0.4 GB a chunk)."""
-    before = {path for pattern in SHARED_MEMORY_LEFTOVERS for path in directory.glob(pattern)}
+    """Remove the shared-memory files vLLM's processes leave behind (about 0.4 GB a chunk)
+    that appeared while the block ran."""
+    before = _leftovers(directory)
     try:
         yield
     finally:
-        for pattern in SHARED_MEMORY_LEFTOVERS:
-            for path in directory.glob(pattern):
-                if path not in before:
-                    path.unlink(missing_ok=True)
+        _remove_new_leftovers(directory, before)
+
+
+def clean_shared_memory_at_exit(directory: Path = SHARED_MEMORY) -> None:
+    """Remove, at this process's exit, the shared-memory files vLLM's processes left.
+
+    Registered before Ray starts, so it runs after Ray's own shutdown at exit (``atexit`` runs
+    last-registered first): vLLM's processes have ended, and Ray has forwarded their last log
+    lines (an explicit ``ray.shutdown()`` right after training loses them).
+    """
+    atexit.register(_remove_new_leftovers, directory, _leftovers(directory))
