@@ -61,6 +61,25 @@ def test_paper_config_alone_plans_only_the_papers_runs_and_benchmarks(checkout, 
     }
 
 
+@pytest.mark.slow
+def test_the_cpu_paper_path_config_plans_verl_chunks_and_vllm_evaluations(checkout, tmp_path):
+    """config/verl-cpu.yaml (the README's CPU paper-path command) plans its own runs alone:
+    two verl chunks per run, every checkpoint on every benchmark, the report. Its execution is
+    tests/paper_path (make test-paper-path)."""
+    config = load_config(REPO / "config" / "verl-cpu.yaml")
+    assert config["training"]["engine"] == "verl" and config["training"]["device"] == "cpu"
+    assert config["evaluation"]["backend"] == "vllm"
+    jobs = dry_run(checkout, tmp_path, "--configfile", "config/verl-cpu.yaml")
+    assert rules_of(jobs) == expected_jobs(config)
+    assert planned_runs_and_benchmarks(jobs) == (set(config["runs"]), set(config["benchmarks"]))
+    chunks = sorted(o for rule, outs in jobs if rule == "train_chunk" for o in outs if "/step" in o)
+    assert chunks == [
+        f"results/runs/{run}/checkpoints/step{step}"
+        for run in ("mgrpo_iqr", "srt")
+        for step in (2, 4)
+    ]
+
+
 def test_a_users_config_stands_alone(checkout, tmp_path):
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump(USER_CONFIG))
     jobs = dry_run(checkout, tmp_path, "--configfile", str(tmp_path / "mine.yaml"))

@@ -1,0 +1,129 @@
+"""Where a CPU paper-path run's time went: each phase of each chunk, and M-GRPO's step over SRT's.
+
+    .venv-verl-cpu/bin/snakemake --cores 2 --configfile config/verl-cpu.yaml   # the run
+    .venv-verl-cpu/bin/python benchmarks/verl_cpu_phases.py [RESULTS]          # default results/
+
+Reads only what the run wrote: each chunk's log (the trainer's ``[mgrpo] <time> <event>``
+marks, vLLM's engine start-up line), each chunk's Snakemake benchmark file (the job's wall
+time) and the runs' TensorBoard curves (verl's ``timing_s/*`` of every step). A chunk's first
+step includes one-off costs (the first forward pass of the actor builds its kernels); the
+"later steps" columns are the steady state. These are CPU figures on the run's machine: they
+show where a step's time goes on this path, not what a GPU would take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests"))
+
+MARK = re.compile(r"\[mgrpo\] (\d+\.\d+) (.+?)\s*$")
+FIRST_STEP = re.compile(r"step:(\d+) - ")
+ENGINE_START = re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+)")
+
+# (label, TensorBoard tag) of the per-step phases, in the order a step runs them
+STEP_PHASES = (
+    ("push pi_q", "timing_s/update_weights_policy"),
+    ("generate M (policy)", "timing_s/gen_policy/agent_loop/generate_sequences/max"),
+    ("push pi_k", "timing_s/update_weights_momentum"),
+    ("generate N (momentum)", "timing_s/gen_momentum/agent_loop/generate_sequences/max"),
+    ("log-prob pass (G rows)", "timing_s/old_log_prob"),
+    ("reference + update", "timing_s/update_actor"),
+    ("EMA", "timing_s/momentum_ema"),
+    ("checkpoint", "timing_s/save_checkpoint"),
+    ("whole step", "timing/step_time"),
+)
+
+
+def chunk_phases(log: Path, wall: float | None) -> dict[str, float]:
+    """Seconds of a chunk's start-up phases, from its log's marks."""
+    marks: dict[str, float] = {}
+    engine = None
+    for line in log.read_text(errors="replace").splitlines():
+        if found := MARK.search(line):
+            marks.setdefault(found.group(2), float(found.group(1)))
+        if engine is None and (found := ENGINE_START.search(line)):
+            engine = float(found.group(1))
+    phases = {
+        "Ray + task runner start": marks["task runner up"] - marks["chunk start"],
+        "workers + vLLM start": marks["workers up"] - marks["task runner up"],
+        "  of which vLLM engine init": engine if engine is not None else float("nan"),
+        "steps": marks["trainer done"] - marks["workers up"],
+        "export + assembly": marks["checkpoint assembled"] - marks["trainer done"],
+    }
+    if wall is not None:
+        phases["job wall (imports, data, all)"] = wall
+    return phases
+
+
+def first_step(log: Path) -> int:
+    """The first step a chunk's (last) job trained: verl's console line ``step:N - ...``."""
+    found = FIRST_STEP.search(log.read_text(errors="replace"))
+    return int(found.group(1)) if found else -1
+
+
+def job_wall(tsv: Path) -> float | None:
+    if not tsv.exists():
+        return None
+    header, values = tsv.read_text().splitlines()[:2]
+    return float(dict(zip(header.split("\t"), values.split("\t"), strict=False))["s"])
+
+
+def step_curves(run_dir: Path) -> dict[str, dict[int, float]]:
+    from support import tensorboard_scalars
+
+    curves = tensorboard_scalars(run_dir / "tensorboard" / "train")
+    return {tag: dict(points) for tag, points in curves.items()}
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="?", default="results", type=Path)
+    args = parser.parse_args()
+    results: Path = args.results
+    runs = sorted(p.name for p in (results / "runs").iterdir() if p.is_dir())
+    step_times: dict[str, list[float]] = {}
+    for run in runs:
+        curves = step_curves(results / "runs" / run)
+        logs = sorted((results / "logs" / "runs" / run).glob("train_to_step*.log"))
+        ends = sorted(int(p.stem.removeprefix("train_to_step")) for p in logs)
+        firsts = {first_step(log) for log in logs}  # a resumed chunk's first is its resume's
+        print(f"\n## {run}\n\n| chunk phase | " + " | ".join(f"to step {e}" for e in ends) + " |")
+        print("|---|" + "---|" * len(ends))
+        per_chunk = [
+            chunk_phases(
+                results / "logs" / "runs" / run / f"train_to_step{e}.log",
+                job_wall(results / "benchmarks" / "runs" / run / f"train_to_step{e}.tsv"),
+            )
+            for e in ends
+        ]
+        for phase in per_chunk[0]:
+            cells = " | ".join(f"{c.get(phase, float('nan')):.1f}" for c in per_chunk)
+            print(f"| {phase} | {cells} |")
+        print("\n| step phase (s) | first step of a chunk | later steps |\n|---|---|---|")
+        for label, tag in STEP_PHASES:
+            values = curves.get(tag)
+            if not values:
+                continue
+            first = [v for s, v in values.items() if s in firsts]
+            later = [v for s, v in values.items() if s not in firsts]
+            print(f"| {label} | {mean(first):.3f} | {mean(later):.3f} |")
+        steps = curves.get("timing/step_time", {})
+        step_times[run] = [v for s, v in steps.items() if s not in firsts]
+    if {"mgrpo_iqr", "srt"} <= step_times.keys():
+        ratio = mean(step_times["mgrpo_iqr"]) / mean(step_times["srt"])
+        print(f"\nM-GRPO+IQR / SRT step time (later steps): {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
