@@ -263,9 +263,10 @@ def run_program(program: str, tests: Mapping[str, Any], limits: Limits) -> Resul
         )
         run = _Run(nonce, mode, checks, cgroup)
         _communicate(process, json.dumps(payload).encode(), wall_s + 3.0, run)
+        run.oom_killed = cgroup is not None and cgroup.oom_killed()
     finally:
         if cgroup is not None and not cgroup.close():
-            warn_once(f"a process of a sandboxed program outlived its cgroup {cgroup.dirs}")
+            warn_once(f"a process of a sandboxed program survived SIGKILL in {cgroup.dirs}")
         shutil.rmtree(workdir, ignore_errors=True)
     isolation = run.isolation
     if isolation is not None:
@@ -292,6 +293,7 @@ class _Run:
         self.detail: str | None = None
         self.done = False
         self.timed_out = False
+        self.oom_killed = False  # set before the cgroup goes back to the pool
 
     def line(self, text: str) -> bool:
         """Take one line of the jail's output; True when the run's outcome is decided."""
@@ -321,8 +323,7 @@ class _Run:
                 return True
             self.passed += 1
             if self.passed == len(self.checks):
-                self.status = "passed"
-                return True
+                self.status = "passed"  # then wait for "done": the jail has reaped the runner
         elif report.get("done"):
             self.done = True
             return True
@@ -345,7 +346,7 @@ class _Run:
     def verdict(self, returncode: int | None) -> tuple[str, str | None]:
         if self.status is not None:
             return self.status, self.detail
-        if self.cgroup is not None and self.cgroup.oom_killed():
+        if self.oom_killed:
             return "memory_limit", "killed at the memory bound (cgroup)"
         if self.timed_out:
             return "timeout", "killed at the time limit"
