@@ -293,7 +293,7 @@ class _Run:
         self.detail: str | None = None
         self.done = False
         self.timed_out = False
-        self.oom_killed = False  # set before the cgroup goes back to the pool
+        self.oom_killed = False  # read before the run's cgroup is removed
 
     def line(self, text: str) -> bool:
         """Take one line of the jail's output; True when the run's outcome is decided."""
