@@ -344,10 +344,10 @@ class _Run:
             self.status, self.detail = "runtime_error", f"the program's process ended: {detail}"
 
     def verdict(self, returncode: int | None) -> tuple[str, str | None]:
+        if self.oom_killed and self.status != "passed":  # a failure after a kill at the bound
+            return "memory_limit", "a process was killed at the memory bound (cgroup)"
         if self.status is not None:
             return self.status, self.detail
-        if self.oom_killed:
-            return "memory_limit", "killed at the memory bound (cgroup)"
         if self.timed_out:
             return "timeout", "killed at the time limit"
         return "runtime_error", f"no verdict (jail exit {returncode})"
