@@ -139,6 +139,40 @@ def test_without_namespaces_the_program_cannot_kill_the_evaluation(unharmed: Pat
     assert result.isolation["bounds"]["signals"] == "cannot reach the evaluator"
 
 
+SIGNAL_PROBE = """
+import ctypes, os, signal, time
+def probe():
+    seen = []
+    os.kill(os.getpid(), 0)  # itself: allowed
+    signal.signal(signal.SIGUSR1, lambda *args: seen.append("handled"))
+    signal.raise_signal(signal.SIGUSR1)
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    refused = []
+    for target in (child, os.getppid()):
+        try:
+            os.kill(target, signal.SIGKILL)
+            refused.append(False)
+        except PermissionError:
+            refused.append(True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    refused.append(libc.ptrace(16, child, 0, 0) == -1)  # PTRACE_ATTACH
+    return seen + refused
+"""
+
+
+def test_without_namespaces_the_program_signals_only_itself(unharmed: Path) -> None:
+    # The seccomp filter: a signal to any other pid (even its own child, even as the same
+    # user) and ptrace are refused. As root the uid of its own refuses the parent too; the
+    # child would be the program's to kill without the filter.
+    result = run(SIGNAL_PROBE, asserts("assert probe() == ['handled', True, True, True]"),
+                 isolate=False)  # fmt: skip
+    assert result.status == "passed", result
+    assert result.isolation["signal_filter"] is True
+
+
 @pytest.mark.parametrize(
     ("isolate", "cgroup"), [(True, True), (False, True), (False, False)]
 )  # without namespaces and without a cgroup, the supervisor's subreaper alone reaps it

@@ -185,7 +185,12 @@ def bounds(isolation: Mapping[str, Any]) -> dict[str, str]:
         ),
         "signals": "cannot reach the evaluator"
         if namespaces or own_uid
-        else "runs as the evaluating user: can signal its other processes",
+        else (
+            "may signal only itself (seccomp), but runs as the evaluating user: that user's "
+            "files and the memory of its processes (/proc/<pid>/mem) stay reachable"
+            if isolation.get("signal_filter")
+            else "runs as the evaluating user: can signal and trace its other processes"
+        ),
         "network": "none (own network namespace)" if namespaces else "NOT isolated",
         "file system": "read-only except a tmpfs working directory"
         if isolation.get("read_only_fs")

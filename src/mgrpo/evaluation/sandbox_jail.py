@@ -29,7 +29,9 @@ Isolation, as far as the machine allows (what was achieved is reported with ever
    other jail, and nothing of root's is readable);
 5. rlimits: CPU seconds, address space, file size, processes, open files, no core dumps;
 6. with a PID namespace the runner is its PID 1, so its death kills every process it started;
-   without one the supervisor is a child subreaper and kills every descendant it inherits.
+   without one the supervisor is a child subreaper and kills every descendant it inherits, and
+   a seccomp filter lets the program signal only its own runner process (no other pid, no
+   ptrace, no pidfds), so it cannot reach the evaluator even as the same user.
 """
 
 import contextlib
@@ -240,6 +242,73 @@ def _tasks_of(uid):
         if int(status.get("Uid", "-1").split()[0]) == uid:
             count += int(status.get("Threads", "1"))
     return count
+
+
+# seccomp: without a PID namespace the program could signal or trace any process of its uid (as
+# an ordinary user: the evaluator's). The filter lets it signal only itself (the runner) and
+# refuses tracing and pidfds; any other syscall passes. Numbers per architecture.
+_SIGNAL_SYSCALLS = {  # kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo: arg 0 is a pid
+    "x86_64": (62, 200, 234, 129, 297),
+    "aarch64": (129, 130, 131, 138, 240),
+}
+_REFUSED_SYSCALLS = {  # ptrace, process_vm_readv, process_vm_writev, pidfd_send_signal,
+    "x86_64": (101, 310, 311, 424, 434, 438),  # pidfd_open, pidfd_getfd
+    "aarch64": (117, 270, 271, 424, 434, 438),
+}
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+_RET_ALLOW, _RET_KILL, _RET_EPERM = 0x7FFF0000, 0x80000000, 0x00050000 | 1
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]  # fmt: skip
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _signal_filter(machine, own_pid):
+    """The BPF program, as (code, jt, jf, k) tuples, of the signal filter for ``machine``."""
+    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    # (code, jump-if-true target, jump-if-false target, k); targets are labels or None (next)
+    lines = [
+        (load, None, None, 4),
+        (jeq, None, "kill", _AUDIT_ARCH[machine]),
+        (load, None, None, 0),
+    ]
+    if machine == "x86_64":  # x32 syscall numbers (bit 30 set) would bypass the checks below
+        lines.append((jge, "deny", None, 0x40000000))
+    lines += [(jeq, "deny", None, nr) for nr in _REFUSED_SYSCALLS[machine]]
+    lines += [(jeq, "check_pid", None, nr) for nr in _SIGNAL_SYSCALLS[machine]]
+    labels = {"check_pid": len(lines) + 1, "deny": len(lines) + 4, "kill": len(lines) + 5}
+    lines += [
+        (ret, None, None, _RET_ALLOW),  # any other syscall
+        (load, None, None, 16),  # check_pid: the low 32 bits of argument 0 (a pid)
+        (jeq, None, "deny", own_pid),
+        (ret, None, None, _RET_ALLOW),  # the runner itself
+        (ret, None, None, _RET_EPERM),  # deny
+        (ret, None, None, _RET_KILL),  # kill: a foreign architecture's syscall
+    ]
+
+    def offset(at, target):
+        return 0 if target is None else labels[target] - at - 1
+
+    return [(code, offset(i, jt), offset(i, jf), k) for i, (code, jt, jf, k) in enumerate(lines)]
+
+
+def _install_signal_filter():
+    """Install the signal filter in this process (inherited by every child); True if done."""
+    machine = os.uname().machine
+    if machine not in _SIGNAL_SYSCALLS:
+        return False
+    prog = _signal_filter(machine, os.getpid())
+    array = (_SockFilter * len(prog))(*[_SockFilter(*ins) for ins in prog])
+    fprog = _SockFprog(len(prog), array)
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return False
+    return _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) == 0
 
 
 def _limit(limits):
@@ -521,6 +590,8 @@ def _runner_main(payload, requests_fd, replies_fd, plan, isolation_queue):
         _libc.prctl(PR_SET_DUMPABLE, 1)  # /proc/self belongs to the new uid (import path)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
     _limit(limits)
+    if not plan["namespaces"]:  # no PID namespace hides the evaluator's processes
+        state["signal_filter"] = _install_signal_filter()
     os.write(isolation_queue, (json.dumps(state) + "\n").encode())
     os.close(isolation_queue)
     devnull = os.open(os.devnull, os.O_RDWR)
