@@ -110,7 +110,12 @@ def test_process_count_is_limited(unharmed: Path) -> None:
     )
     result = attack(body)
     assert result.status == "runtime_error"
-    assert f"fork refused after {LIMITS.processes}" in result.detail
+    made = int(result.detail.rsplit(" ", 1)[-1])
+    bounds = result.isolation["bounds"]["processes"]
+    if "shared" in bounds:  # the user's own processes that exit meanwhile leave room
+        assert LIMITS.processes <= made <= LIMITS.processes + 16, result
+    else:  # a cgroup or a uid of its own: exactly the limit
+        assert made == LIMITS.processes, result
 
 
 def test_ten_gigabytes_of_memory_are_refused(unharmed: Path) -> None:
