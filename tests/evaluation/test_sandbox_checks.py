@@ -79,3 +79,14 @@ def test_stdin_and_functional_rules_are_livecodebench_s() -> None:
     assert not same_output("abc", "abd")
     assert same_return_value((1, 2), "[1, 2]")
     assert not same_return_value([(1, 2)], "[[1, 2]]")
+
+
+def test_the_program_s_values_cannot_make_the_parent_s_arithmetic_unbounded() -> None:
+    check = AssertCheck("assert f() ** g() == 8 and h() * 3 == 9")
+    with pytest.raises(Garbled, match="unbounded"):
+        check.holds([{"value": 10}, {"value": 70_000}, {"value": 3}])
+    assert check.holds([{"value": 2}, {"value": 3}, {"value": 3}])
+    repeat = AssertCheck("assert f() * 3 == 'abc' * 3")
+    with pytest.raises(Garbled, match="unbounded"):
+        AssertCheck("assert g() * f() == ''").holds([{"value": 70_000}, {"value": "x"}])
+    assert repeat.holds([{"value": "abc"}])

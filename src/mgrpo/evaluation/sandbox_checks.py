@@ -138,6 +138,26 @@ _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
 }  # fmt: skip
 
 
+def _unbounded(op: ast.operator, left: Any, right: Any) -> bool:
+    """Whether the test's ``left <op> right`` on a program's values could run for hours.
+
+    ``x ** n`` and ``x << n`` with an exponent over 65,536, or a sequence repeated that often:
+    no real test does this, but the values are the program's to choose.
+    """
+
+    def big(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and abs(x) > 1 << 16
+
+    sequence = (str, bytes, list, tuple)
+    if isinstance(op, ast.Pow | ast.LShift):
+        return isinstance(left, int) and abs(left) > 1 and big(right)
+    if isinstance(op, ast.Mult):
+        return (isinstance(left, sequence) and big(right)) or (
+            isinstance(right, sequence) and big(left)
+        )
+    return False
+
+
 def _free_names(node: ast.AST) -> set[str]:
     """Names ``node`` reads that it does not bind itself (comprehension targets, lambda args)."""
     loaded, bound = set(), set()
@@ -239,7 +259,10 @@ class _Evaluator:
         if isinstance(node, ast.UnaryOp):
             return _UNARY[type(node.op)](self.value(node.operand))
         if isinstance(node, ast.BinOp):
-            return _BINARY[type(node.op)](self.value(node.left), self.value(node.right))
+            left, right = self.value(node.left), self.value(node.right)
+            if _unbounded(node.op, left, right):
+                raise Garbled("an operand would make the test's arithmetic unbounded")
+            return _BINARY[type(node.op)](left, right)
         if isinstance(node, ast.Call):
             args: list[Any] = []
             for arg in node.args:
