@@ -633,8 +633,8 @@ def _kill_descendants(deadline_s=5.0):
 
 
 class _Supervisor:
-    def __init__(self, say, runner_pid, to_runner, from_runner):
-        self.say, self.pid = say, runner_pid
+    def __init__(self, runner_pid, to_runner, from_runner):
+        self.pid = runner_pid
         self.to_runner, self.from_runner = to_runner, from_runner
         self.buffer = b""
         self.exit_status = None
@@ -719,6 +719,7 @@ def main():
         for fd in (requests_w, replies_r, state_r, report.fileno()):
             os.close(fd)
         nonce = report = say = None  # nothing of the verdict channel stays in the runner's frames
+        payload.pop("nonce", None)
         _runner_main(payload, requests_r, replies_w, plan, state_w)
     for fd in (requests_r, replies_w, state_w):
         os.close(fd)
@@ -727,7 +728,7 @@ def main():
     if state:
         isolation.update(json.loads(state))
     say(isolation=isolation)
-    supervisor = _Supervisor(say, runner, requests_w, replies_r)
+    supervisor = _Supervisor(runner, requests_w, replies_r)
     deadline = time.monotonic() + limits["wall_s"]
     for index, request in enumerate(payload["requests"]):
         timeout = min(limits["case_timeout_s"], deadline - time.monotonic())
