@@ -90,3 +90,10 @@ def test_the_program_s_values_cannot_make_the_parent_s_arithmetic_unbounded() ->
     with pytest.raises(Garbled, match="unbounded"):
         AssertCheck("assert g() * f() == ''").holds([{"value": 70_000}, {"value": "x"}])
     assert repeat.holds([{"value": "abc"}])
+
+
+def test_names_the_setup_imports_are_the_test_s_not_the_program_s() -> None:
+    check = AssertCheck("assert Counter(f()) == Counter('aab')", "from collections import Counter")
+    assert check.leaves == ["f()"]  # the expected Counter is built here
+    assert check.holds([{"value": {"dict": [["a", 2], ["b", 1]]}}])
+    assert not check.holds([{"value": "ab"}])

@@ -63,13 +63,16 @@ def _snoop():
          "def f():\n    return 0\n", "assert f() == 1"),
         # reads the expected value from the harness's frames and memory
         (SNOOP + "def add(a, b):\n    return _snoop()\n", "assert add(1, 2) == 4"),
+        # the name the setup imports rebound, so that both sides of the test build the same
+        ("Counter = lambda *a, **k: {}\ndef f():\n    return 'xyz'\n",
+         "assert Counter(f()) == Counter('aab')"),
         # `not` of an object that says it is false
         ("class F:\n    def __bool__(self):\n        return False\ndef ok():\n    return F()\n",
          "assert not ok()"),
     ],
 )  # fmt: skip
 def test_an_assert_cannot_be_passed_by_the_program(program: str, test: str) -> None:
-    result = run(program, asserts(test))
+    result = run(program, asserts(test, setup="from collections import Counter"))
     assert result.status in ("wrong_answer", "runtime_error"), result
 
 

@@ -110,7 +110,7 @@ def _requests(tests: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[Any]
             requests.append({"op": "call", "args": args, "cap": REPLY_CAP + 2 * len(want)})
             checks.append(want)
         elif mode == "assert":
-            check = AssertCheck(case)
+            check = AssertCheck(case, tests.get("setup") or "")
             requests.append({"op": "eval", "expressions": check.leaves, "cap": REPLY_CAP})
             checks.append(check)
         else:

@@ -9,8 +9,9 @@ decides the grade runs here, in the evaluating process, on builtin objects this 
   JSON output (nested tuples stay tuples and differ from lists, as there);
 - **assert**: the test statement is split (:class:`AssertCheck`). Every sub-expression that names
   something of the program's (``add(1, 2)``) is a *leaf*, evaluated by the runner; the rest of the
-  statement (``== 4``, ``set(...)``, ``math.isclose(..., rel_tol=...)``, ``not``) is evaluated
-  here on the leaves' values. The expected side of an assert is never sent to the program.
+  statement (``== 4``, ``set(...)``, ``math.isclose(..., rel_tol=...)``, ``not``, names the test's
+  setup imports such as ``Counter``) is evaluated here on the leaves' values. The expected side
+  of an assert is never sent to the program.
 
 A value the runner could not express as plain data (an object of the program's own class) is an
 :class:`Opaque`; comparing it, hashing it or asking its truth fails the test, so an object whose
@@ -21,17 +22,30 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import math
 import operator
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-# Names a test statement may use that are evaluated here, never by the program: builtins and
-# the modules MBPP's tests use.
+# Names a test statement may use that are evaluated here, never by the program: builtins, the
+# modules MBPP's tests use, and whatever the test's setup code imports (test_imports).
 TRUSTED_MODULES = {"math": math}
-_TRUSTED_NAMES = frozenset(dir(builtins)) | frozenset(TRUSTED_MODULES)
-_TRUSTED_GLOBALS = {"__builtins__": builtins, **TRUSTED_MODULES}
+
+
+@functools.lru_cache(maxsize=64)
+def _trusted_globals(setup: str) -> dict[str, Any]:
+    """The parent's namespace for a test: builtins, ``math``, and the setup's imports."""
+    namespace: dict[str, Any] = {"__builtins__": builtins, **TRUSTED_MODULES}
+    try:
+        tree = ast.parse(setup)
+    except SyntaxError:
+        return namespace
+    imports = [s for s in tree.body if isinstance(s, ast.Import | ast.ImportFrom)]
+    if imports:  # the test data's own imports (trusted); other setup code runs in the program
+        exec(compile(ast.Module(body=imports, type_ignores=[]), "<setup>", "exec"), namespace)
+    return namespace
 
 
 class Opaque:
@@ -172,7 +186,9 @@ def _free_names(node: ast.AST) -> set[str]:
 class AssertCheck:
     """One ``assert`` test statement, split into the program's leaves and the trusted rest."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, setup: str = "") -> None:
+        self.globals = _trusted_globals(setup)
+        self.trusted_names = frozenset(dir(builtins)) | frozenset(self.globals)
         try:
             module = ast.parse(source)
         except SyntaxError as err:
@@ -189,7 +205,7 @@ class AssertCheck:
         self._plan(self.test)
 
     def _untrusted(self, node: ast.AST) -> bool:
-        return bool(_free_names(node) - _TRUSTED_NAMES)
+        return bool(_free_names(node) - self.trusted_names)
 
     def _splittable(self, node: ast.AST) -> bool:
         if isinstance(node, ast.Call):
@@ -240,7 +256,7 @@ class _Evaluator:
         if id(node) in self.check._leaf_index:
             return self.leaf(node)
         if not self.check._untrusted(node):
-            return eval(compile(ast.Expression(node), "<test>", "eval"), dict(_TRUSTED_GLOBALS))
+            return eval(compile(ast.Expression(node), "<test>", "eval"), dict(self.check.globals))
         if isinstance(node, ast.Compare):
             left = self.value(node.left)
             for op, right_node in zip(node.ops, node.comparators, strict=True):
