@@ -77,8 +77,8 @@ def test_stdin_and_functional_rules_are_livecodebench_s() -> None:
     assert same_output("3.0\n 1 2 \n\n", "3\n1 2")
     assert not same_output("3\n", "3\n4\n")
     assert not same_output("abc", "abd")
-    assert same_return_value((1, 2), "[1, 2]")
-    assert not same_return_value([(1, 2)], "[[1, 2]]")
+    assert same_return_value((1, 2), [1, 2])
+    assert not same_return_value([(1, 2)], [[1, 2]])
 
 
 def test_the_program_s_values_cannot_make_the_parent_s_arithmetic_unbounded() -> None:

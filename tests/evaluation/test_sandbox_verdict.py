@@ -210,3 +210,11 @@ SUM = ("1 2\n", "3\n")
 def test_stdin_idioms_behave_as_in_livecodebench(program: str, status: str) -> None:
     result = run(program, stdin_cases(SUM))
     assert result.status == status, result
+
+
+def test_a_bad_test_case_is_a_grader_error_naming_it() -> None:
+    bad = functional("solve", ("[1, 2]", "3"), ("[1, 2", "3"))
+    result = run("class Solution:\n    def solve(self, xs):\n        return 3\n", bad)
+    assert result.status == "grader_error" and "functional test case 1" in result.detail
+    not_assert = run("x = 1", asserts("x == 1"))
+    assert not_assert.status == "grader_error" and "'x == 1'" in not_assert.detail

@@ -97,7 +97,7 @@ def _requests(tests: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[Any]
     mode, cases = tests["mode"], tests["cases"]
     requests: list[dict[str, Any]] = [{"op": "load"}]
     checks: list[Any] = []
-    for case in cases:
+    for index, case in enumerate(cases):
         if mode == "stdin":
             want = case["output"]
             requests.append(
@@ -105,9 +105,13 @@ def _requests(tests: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[Any]
             )
             checks.append(want)
         elif mode == "functional":
-            args = [json.loads(line) for line in case["input"].split("\n") if line.strip()]
-            want = case["output"]
-            requests.append({"op": "call", "args": args, "cap": REPLY_CAP + 2 * len(want)})
+            try:
+                args = [json.loads(line) for line in case["input"].split("\n") if line.strip()]
+                want = json.loads(case["output"])
+            except ValueError as err:
+                raise ValueError(f"functional test case {index}: not JSON ({err})") from None
+            cap = REPLY_CAP + 2 * len(case["output"])
+            requests.append({"op": "call", "args": args, "cap": cap})
             checks.append(want)
         elif mode == "assert":
             check = AssertCheck(case, tests.get("setup") or "")
@@ -366,7 +370,7 @@ def _communicate(process: subprocess.Popen, payload: bytes, deadline_s: float, r
     with contextlib.suppress(BrokenPipeError):
         process.stdin.close()
     end = time.monotonic() + deadline_s
-    line_cap = REPLY_CAP + 2 * max((len(str(c)) for c in run.checks), default=0) + 4096
+    line_cap = REPLY_CAP + 2 * max((len(repr(c)) for c in run.checks), default=0) + 4096
     buffer = bytearray()
     decided = False
     with selectors.DefaultSelector() as selector:

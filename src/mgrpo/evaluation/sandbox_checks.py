@@ -120,13 +120,11 @@ def same_output(got: str, want: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- functional
-def same_return_value(value: Any, expected_json: str) -> bool:
-    """LiveCodeBench's rule for call-based problems (``grade_call_based``)."""
-    import json
-
+def same_return_value(value: Any, expected: Any) -> bool:
+    """LiveCodeBench's rule for call-based problems (``grade_call_based``); ``expected`` parsed."""
     if isinstance(value, tuple):  # only the top level, as there
         value = list(value)
-    return bool(value == json.loads(expected_json))
+    return bool(value == expected)
 
 
 # ----------------------------------------------------------------------------- assert
