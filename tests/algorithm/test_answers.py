@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import math_verify
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import fails_after
 
 from mgrpo.algorithm.answers import (
     extract_answer,
@@ -193,6 +195,21 @@ ANSWER_CLASSES: dict[str, list[tuple[str, str | None, str | None, str | None]]] 
         (r"\boxed{yes}", "yes", "yes", "yes"),
         (r"\boxed{\text{no}}", "no", "no", "no"),
         (r"\boxed{\text{no solution}}", "nosolution", "nosolution", "nosolution"),
+        # words are compared as words: math-verify alone reads `no` as the product n*o = o*n
+        (r"\boxed{\text{on}}", "on", "on", "on"),
+        (r"\boxed{\text{stop}}", "stop", "stop", "stop"),
+        (r"\boxed{\text{pots}}", "pots", "pots", "pots"),
+        (r"\boxed{\text{No}}", "No", "No", "no"),  # the case goes under math_verify only
+        (r"\boxed{\text{\textbf{\text{odd}}}}", "odd", "odd", "odd"),
+    ],
+    "lists": [
+        # a comma groups thousands only in a well-formed number: `0,125` is a list
+        (r"\boxed{0,125}", "0,125", "0,125", "0,125"),
+        (r"\boxed{0, 125}", "0,125", "0,125", "0,125"),
+        (r"\boxed{125}", "125", "125", "125"),
+        (r"\boxed{0.125}", "0.125", "0.125", "0.125"),
+        (r"\boxed{12,345}", "12345", "12345", "12345"),
+        (r"\boxed{12345}", "12345", "12345", "12345"),
     ],
     "no_answer": [
         # no answer: no box, an empty box, an unclosed last box
@@ -252,6 +269,9 @@ def test_math_verify_keeps_the_decoys_apart_pairwise():
         "3+4i": ["7"],
         "C": ["D"],
         "yes": ["no", "nosolution"],
+        "no": ["on"],
+        "stop": ["pots", "spot"],
+        "0,125": ["125", "0.125"],
     }
     for member, others in decoys.items():
         for other in others:
@@ -331,6 +351,16 @@ def test_normalize_answer_survives_long_boxes():
     assert normalize_answer("1" * 10_000) == "1" * 10_000
     assert normalize_answer("5" + " " * 10_000 + "dollars") == "5"
     assert normalize_answer("ab " * 3_000 + "5") == "ab" * 3_000 + "5"
+
+
+def test_nested_text_groups_unwrap_in_linear_time():
+    # Unwrapping one innermost group per pass took 17 s for 10,000 levels (quadratic).
+    depth = 40_000
+    start = time.monotonic()
+    with fails_after(60):
+        assert extract_answer(r"\boxed{" + r"\text{" * depth + "odd" + "}" * depth + "}") == "odd"
+        assert normalize_answer(r"\text{" * depth + "5") == r"\text{" * depth + "5"  # unclosed
+    assert time.monotonic() - start < 10
 
 
 _PIECES = [

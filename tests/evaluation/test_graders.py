@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from support import fails_after
 
+from mgrpo.algorithm.answers import normalize_answer
 from mgrpo.data import ProblemSet, read_problems
 from mgrpo.evaluation.backends import Completion
 from mgrpo.evaluation.grade_choice import ChoiceGrader, extract_choice
@@ -214,3 +215,22 @@ def test_exact_grading_of_file_answers_written_in_other_forms(tmp_path: Path) ->
     responses = [[f"so \\boxed{{{t}}}"] for t in texts]
     verdicts = MathGrader(equivalence="exact").grade(read_problems(path), responses)
     assert all(v.correct for row in verdicts for v in row)
+
+
+def test_math_words_and_lists_are_graded_as_written() -> None:
+    # `\text{no}` and `\text{on}` were one product n*o to math-verify; `0,125` was read as 125.
+    truths = ["\\text{no}", "0,125", "\\text{stop}"]
+    problems = math_problems(*map(normalize_answer, truths))  # as read_problems reads them
+    responses = [
+        ["\\boxed{\\text{on}}", "\\boxed{\\text{No}}", "\\boxed{no}"],
+        ["\\boxed{125}", "\\boxed{0, 125}", "\\boxed{0.125}"],
+        ["\\boxed{\\text{pots}}", "\\boxed{\\text{stop}}", "\\boxed{\\text{spot}}"],
+    ]
+    verdicts = MathGrader(workers=1).grade(problems, responses)
+    assert reasons(verdicts) == [
+        ["wrong_answer", "correct", "correct"],
+        ["wrong_answer", "correct", "wrong_answer"],
+        ["wrong_answer", "correct", "wrong_answer"],
+    ]
+    # maj@k: "on" and "no" are two answer classes, not one
+    assert verdicts[0][0].vote_key != verdicts[0][1].vote_key

@@ -5,71 +5,12 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import fails_after
+from sandbox_support import LIMITS, SECRET_NAME, attack
 
-from mgrpo.evaluation.sandbox import JAIL, Limits, Result, run_program
-
-LIMITS = Limits(
-    case_timeout_s=1.0,
-    total_timeout_s=2.0,
-    memory_mb=512,
-    file_size_mb=8,
-    processes=12,
-)
-SECRET_NAME = "MGRPO_SANDBOX_TEST_SECRET"
-
-
-def attack(body: str, isolate: bool = True) -> Result:
-    """Run a program defining ``attack()`` against the test ``assert attack()``."""
-    program = "def attack():\n" + "".join(f"    {line}\n" for line in body.splitlines())
-    limits = Limits(**{**vars(LIMITS), "isolate": isolate})
-    with fails_after(60):  # a sandbox that fails to kill would hang the test
-        return run_program(program, {"mode": "assert", "cases": ["assert attack()"]}, limits)
-
-
-def leftover_jails() -> list[int]:
-    """Processes still running this checkout's jail (there must be none after a run)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(JAIL).encode() in cmdline:
-                pids.append(int(entry))
-    return pids
-
-
-@pytest.fixture(scope="module")
-def isolation() -> dict:
-    result = run_program("x = 1", {"mode": "assert", "cases": ["assert x == 1"]}, LIMITS)
-    assert result.status == "passed", result
-    return result.isolation
-
-
-@pytest.fixture
-def needs_namespaces(isolation: dict) -> None:
-    if not isolation.get("namespaces") or not isolation.get("read_only_fs"):
-        pytest.skip(f"this machine does not allow new namespaces here: {isolation}")
-
-
-@pytest.fixture
-def unharmed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A secret in this process's environment and a file of its own; both intact afterwards."""
-    secret = "s3cret-" + os.urandom(8).hex()
-    monkeypatch.setenv(SECRET_NAME, secret)
-    own = tmp_path / "own.txt"
-    own.write_text("mine")
-    cwd = os.getcwd()
-    yield tmp_path
-    assert os.environ[SECRET_NAME] == secret and own.read_text() == "mine"
-    assert os.getcwd() == cwd
-    assert leftover_jails() == []
+from mgrpo.evaluation.sandbox import run_program
 
 
 # ----------------------------------------------------------------------------- test modes
@@ -117,6 +58,7 @@ def test_exiting_early_is_not_passing() -> None:
 
 
 def test_a_forged_verdict_line_does_not_count() -> None:
+    # The old protocol's verdict line, written to every descriptor the program can reach.
     program = (
         "import os\n"
         "for fd in range(3, 20):\n"
@@ -126,7 +68,7 @@ def test_a_forged_verdict_line_does_not_count() -> None:
         "        pass\n"
     )
     result = run_program(program, {"mode": "assert", "cases": ["assert False"]}, LIMITS)
-    assert result.status == "wrong_answer"
+    assert result.status in ("wrong_answer", "runtime_error")
 
 
 # ----------------------------------------------------------------------------- hostile programs
@@ -168,7 +110,12 @@ def test_process_count_is_limited(unharmed: Path) -> None:
     )
     result = attack(body)
     assert result.status == "runtime_error"
-    assert f"fork refused after {LIMITS.processes}" in result.detail
+    made = int(result.detail.rsplit(" ", 1)[-1])
+    bounds = result.isolation["bounds"]["processes"]
+    if "shared" in bounds:  # the user's own processes that exit meanwhile leave room
+        assert LIMITS.processes <= made <= LIMITS.processes + 16, result
+    else:  # a cgroup or a uid of its own: exactly the limit
+        assert made == LIMITS.processes, result
 
 
 def test_ten_gigabytes_of_memory_are_refused(unharmed: Path) -> None:

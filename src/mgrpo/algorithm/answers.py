@@ -59,6 +59,14 @@ without a space or text group (``5dollars``). A text answer with no quantity kee
 Degrees and percent signs (rule 6) are units wherever they stand: ``50\%`` votes with ``50``,
 never with ``0.5`` (math-verify alone would merge ``50\%`` and ``0.5``).
 
+Words and lists. An answer of two or more letters and nothing else (``yes``, ``odd``, ``Devon``,
+after rule 5 took its ``\\text{}`` off) is a word: words equal only as words, case aside, in both
+modes (:func:`same_word`), never through math-verify, which reads ``no`` as the product ``n*o``
+and so equal to ``on``. A comma groups thousands only in a well-formed number (``1,000``,
+``12,345,678``); otherwise it separates items (``0,125`` is the list 0 and 125, never 125 or
+0.125), and math-verify is given it that way. Rule 5 unwraps nested text groups in one linear
+pass (hostile nesting costs no more than its length).
+
 What the string rules leave to math-verify (``answer_equivalence: math_verify``): reordered or
 rewritten expressions (``2\pi r``/``2r\pi``, ``\sqrt{3}``/``3^{1/2}``), sets and lists in another
 order, numbers inside tuples, and a repeating fraction against its decimal rounded to six or
@@ -125,8 +133,8 @@ _WORD_UNIT = re.compile(
     rf"\s*{_POWER}\s*\.?"
 )
 _NOT_UNITS = frozenset({"i", "e", "pi"})
-# Rule 5: one innermost text group at a time (applied until none is left).
-_TEXT_WRAPPER = re.compile(rf"{_TEXT_COMMANDS}\s*\{{([^{{}}]*)\}}")
+# Rule 5: every text group's command and braces, found in one pass.
+_TEXT_OPENER = re.compile(rf"{_TEXT_COMMANDS}\s*\{{")
 # Rule 6.
 _DEGREE_PERCENT = ("^\\circ", "^{\\circ}", "\\degree", "°", "\\%", "%")
 # Rule 7: a one-token argument is a digit, a letter or a Greek letter.
@@ -145,6 +153,34 @@ def _is_quantity(head: str) -> bool:
     """A digit and no letters outside command names: ``5``, ``\\frac{3}{2}``, ``2\\sqrt{3}``."""
     bare = re.sub(r"\\[A-Za-z]+", "", head)
     return bool(re.search(r"\d", bare)) and not re.search(r"[A-Za-z]", bare)
+
+
+def _unwrap_text_groups(s: str) -> str:
+    """``\\text{yes}`` -> ``yes``, nested groups too, in time linear in ``s`` (rule 5).
+
+    Braces are matched once with a stack; a text command's opening brace and its matching
+    closing brace go, with the command. An unclosed group is left as it is.
+    """
+    openers = {m.end() - 1: m.start() for m in _TEXT_OPENER.finditer(s)}  # brace -> command
+    if not openers:
+        return s
+    drop: list[tuple[int, int]] = []  # [start, end) spans to remove
+    stack: list[int] = []
+    for i, char in enumerate(s):
+        if char == "{":
+            stack.append(i)
+        elif char == "}" and stack:
+            opened = stack.pop()
+            if opened in openers:
+                drop.append((openers[opened], opened + 1))
+                drop.append((i, i + 1))
+    drop.sort()
+    kept, position = [], 0
+    for start, end in drop:
+        kept.append(s[position:start])
+        position = end
+    kept.append(s[position:])
+    return "".join(kept)
 
 
 def _drop_unit(s: str, pattern: re.Pattern[str]) -> str:
@@ -182,8 +218,7 @@ def _normalize_once(answer: str) -> str:
     if prefix and prefix.group("rest").strip():
         s = prefix.group("rest").strip()
     s = _drop_unit(s, _TEXT_UNIT)  # 4: a text-group unit
-    while (unwrapped := _TEXT_WRAPPER.sub(r"\1", s)) != s:  # 5
-        s = unwrapped
+    s = _unwrap_text_groups(s)  # 5
     s = _drop_unit(s.strip(), _WORD_UNIT)  # 4: plain words (a text group may have held them)
     for token in _DEGREE_PERCENT:  # 6
         s = s.replace(token, "")
@@ -196,7 +231,9 @@ def _normalize_once(answer: str) -> str:
     return _canonical_number(s) or s  # 10
 
 
-_DECIMAL = r"[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+\.?\d*|\.\d+)"
+# A comma groups thousands only in a well-formed number (`1,000`, `12,345,678`): `0,125` and
+# `01,234` are lists, not numbers.
+_DECIMAL = r"[-+]?(?:[1-9]\d{0,2}(?:,\d{3})+(?:\.\d*)?|\d+\.?\d*|\.\d+)"
 _RATIONAL = re.compile(
     rf"(?P<sign>[-+]?)(?:(?P<num>{_DECIMAL})(?:/(?P<den>{_DECIMAL}))?"
     rf"|\\frac\{{(?P<fnum>{_DECIMAL})\}}\{{(?P<fden>{_DECIMAL})\}})"
@@ -260,6 +297,27 @@ def _finite_decimal(s: str) -> str | None:
     return canonical if canonical is not None and "\\frac" not in canonical else None
 
 
+_WORD = re.compile(r"[A-Za-z]{2,}")
+_MATH_NAMES = frozenset({"pi", "infty", "inf", "oo"})  # letters that math-verify reads as numbers
+
+
+def is_word(answer: str) -> bool:
+    """A normalised answer that is a word (``yes``, ``odd``, ``Devon``), compared as a string.
+
+    Two or more letters and nothing else (a text answer after rule 5, spaces removed). A
+    product of one-letter variables written without an operator (``xy``) is a word too: such
+    answers are compared as written, never reordered.
+    """
+    return _WORD.fullmatch(answer) is not None and answer.lower() not in _MATH_NAMES
+
+
+def same_word(a: str, b: str) -> bool | None:
+    """Whether two answers are the same word (case aside); None if neither is a word."""
+    if not (is_word(a) or is_word(b)):
+        return None
+    return a.casefold() == b.casefold()
+
+
 def math_verify_equal(a: str, b: str, timeout_s: int = 2) -> bool:
     """Symbolic equivalence of two normalised answers via math-verify (either direction).
 
@@ -273,6 +331,9 @@ def math_verify_equal(a: str, b: str, timeout_s: int = 2) -> bool:
     """
     if a == b:
         return True
+    words = same_word(a, b)
+    if words is not None:  # math-verify reads `no` as the product n*o, equal to `on`
+        return words
     canonical_a, canonical_b = _canonical_number(a), _canonical_number(b)
     if canonical_a is not None and canonical_a == canonical_b:
         return True
@@ -284,8 +345,10 @@ def math_verify_equal(a: str, b: str, timeout_s: int = 2) -> bool:
     if not in_main and max(len(a), len(b)) > 64:
         return False
     timeout = timeout_s if in_main else None
-    pa = parse(f"${a}$", parsing_timeout=timeout)
-    pb = parse(f"${b}$", parsing_timeout=timeout)
+    # A comma left after normalisation separates items (well-formed thousands became plain
+    # numbers): spaced, so that math-verify does not read `0,125` as the decimal 0.125.
+    pa = parse(f"${a.replace(',', ', ')}$", parsing_timeout=timeout)
+    pb = parse(f"${b.replace(',', ', ')}$", parsing_timeout=timeout)
     if not pa or not pb:
         return False
     return bool(verify(pa, pb, timeout_seconds=timeout) or verify(pb, pa, timeout_seconds=timeout))

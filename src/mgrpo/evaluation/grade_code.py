@@ -53,6 +53,7 @@ _STATUS_REASONS = {
     "runtime_error": "runtime_error",
     "timeout": "timeout",
     "memory_limit": "memory_limit",
+    "grader_error": "grader_error",
 }
 
 
@@ -102,12 +103,9 @@ class CodeGrader:
 
 
 def _isolation_label(isolation: dict[str, Any]) -> str:
-    if not isolation.get("namespaces"):
-        return "rlimits only (no namespaces: network not isolated)"
-    parts = ["namespaces (no network, own PIDs)"]
-    if isolation.get("read_only_fs"):
-        parts.append("read-only file system")
-    if isolation.get("hidden"):
-        parts.append(f"hidden {', '.join(isolation['hidden'])}")
-    parts.append(f"uid {isolation.get('user')}")
-    return ", ".join(parts)
+    """One line per distinct set of bounds a run had (counted in the summary's ``isolation``)."""
+    bounds = isolation.get("bounds") or {}
+    parts = [f"{what}: {how}" for what, how in bounds.items()]
+    own = isolation.get("own_uid")
+    parts.append("uid: one of its own per run" if own else f"uid: {isolation.get('user')}")
+    return "; ".join(parts)

@@ -17,7 +17,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from mgrpo.algorithm.answers import extract_answer, math_verify_equal, merge_equivalent
+from mgrpo.algorithm.answers import (
+    extract_answer,
+    math_verify_equal,
+    merge_equivalent,
+    same_word,
+)
 from mgrpo.data import ProblemSet
 from mgrpo.evaluation.grading import Verdict
 from mgrpo.evaluation.pool import BoundedPool
@@ -92,8 +97,10 @@ class MathGrader:
             self.verified += len(pairs)
 
         def same(a: str, b: str) -> bool:
+            if a == b or same_word(a, b):
+                return True
             outcome = outcomes.get(_pair(a, b))
-            return a == b or (outcome is not None and outcome.status == "ok" and outcome.value)
+            return outcome is not None and outcome.status == "ok" and outcome.value
 
         verdicts = []
         for truth, samples in zip(truths, answers, strict=False):
@@ -102,7 +109,7 @@ class MathGrader:
             for answer, vote in zip(samples, classes, strict=True):
                 if answer is None:
                     verdict = Verdict(None, False, "no_answer")
-                elif answer == truth:
+                elif answer == truth or (self.verify and same_word(answer, truth)):
                     verdict = Verdict(answer, True, "correct")
                 elif (truth, answer) not in outcomes:
                     verdict = Verdict(answer, False, "wrong_answer")
@@ -113,8 +120,8 @@ class MathGrader:
         return verdicts
 
     def _needs_verify(self, truth: str, answer: str) -> bool:
-        if not self.verify or answer == truth:
-            return False
+        if not self.verify or answer == truth or same_word(truth, answer) is not None:
+            return False  # equal strings, or a word: decided without math-verify
         # normalize_answer writes numbers canonically: two different plain numbers differ.
         return not (_PLAIN_NUMBER.fullmatch(truth) and _PLAIN_NUMBER.fullmatch(answer))
 
