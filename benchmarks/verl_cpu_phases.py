@@ -3,8 +3,8 @@
     .venv-verl-cpu/bin/snakemake --cores 2 --configfile config/verl-cpu.yaml   # the run
     .venv-verl-cpu/bin/python benchmarks/verl_cpu_phases.py [RESULTS]          # default results/
 
-Reads only what the run wrote: each chunk's log (the trainer's ``[mgrpo] <time> <event>``
-marks, vLLM's engine start-up line), each chunk's Snakemake benchmark file (the job's wall
+Reads only what the run wrote: each chunk's log (the ``[mgrpo] <time> <event>`` marks of the
+launcher, the task runner and the worker), each chunk's Snakemake benchmark file (the job's wall
 time) and the runs' TensorBoard curves (verl's ``timing_s/*`` of every step). A chunk's first
 step includes one-off costs (the first forward pass of the actor builds its kernels); the
 "later steps" columns are the steady state. These are CPU figures on the run's machine: they
@@ -25,7 +25,6 @@ sys.path.insert(0, str(REPO / "tests"))
 
 MARK = re.compile(r"\[mgrpo\] (\d+\.\d+) (.+?)\s*$")
 FIRST_STEP = re.compile(r"step:(\d+) - ")
-ENGINE_START = re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+)")
 
 # (label, TensorBoard tag) of the per-step phases, in the order a step runs them
 STEP_PHASES = (
@@ -44,16 +43,14 @@ STEP_PHASES = (
 def chunk_phases(log: Path, wall: float | None) -> dict[str, float]:
     """Seconds of a chunk's start-up phases, from its log's marks."""
     marks: dict[str, float] = {}
-    engine = None
     for line in log.read_text(errors="replace").splitlines():
         if found := MARK.search(line):
             marks.setdefault(found.group(2), float(found.group(1)))
-        if engine is None and (found := ENGINE_START.search(line)):
-            engine = float(found.group(1))
     phases = {
         "Ray + task runner start": marks["task runner up"] - marks["chunk start"],
-        "workers + vLLM start": marks["workers up"] - marks["task runner up"],
-        "  of which vLLM engine init": engine if engine is not None else float("nan"),
+        "FSDP actor + reference built": marks["actor and reference built"]
+        - marks["task runner up"],
+        "vLLM replica + agent loop start": marks["workers up"] - marks["actor and reference built"],
         "steps": marks["trainer done"] - marks["workers up"],
         "export + assembly": marks["checkpoint assembled"] - marks["trainer done"],
     }

@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,6 +32,13 @@ LINE_FORMAT = (
 OPEN_ENDED_FORMAT = "{desc}: {n_fmt} {unit} elapsed {elapsed}, {rate_fmt}{postfix}"
 
 log = logging.getLogger("mgrpo.progress")
+MARK = "[mgrpo]"  # a phase mark in a job's log: "[mgrpo] <unix time> <event>"
+
+
+def mark(event: str) -> None:
+    """Mark a phase of a job in its log, from any of its processes (Ray forwards the prints of
+    its workers): benchmarks/verl_cpu_phases.py reads the marks of a verl chunk."""
+    print(f"{MARK} {time.time():.3f} {event}", flush=True)
 
 
 def interval() -> float:

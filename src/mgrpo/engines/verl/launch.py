@@ -27,6 +27,7 @@ from mgrpo.engines.verl import cpu
 from mgrpo.engines.verl.config import SETTINGS_FILE, chunk_config
 from mgrpo.engines.verl.states import find_state, records_dir, state_dir, states_dir
 from mgrpo.io import atomic_path
+from mgrpo.progress import mark
 from mgrpo.run_layout import (
     MOMENTUM_DIR,
     POLICY_DIR,
@@ -82,7 +83,7 @@ def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) 
     done = find_state(states, identity, start, end)
     if done is None or done[1] != end:
         from mgrpo.engines.verl.data import write_verl_dataset
-        from mgrpo.engines.verl.task_runner import mark, run
+        from mgrpo.engines.verl.task_runner import run
         from mgrpo.lm import load_tokenizer
         from mgrpo.tracking import extra_trackers
 
@@ -115,8 +116,6 @@ def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) 
             raise RuntimeError(f"{work}: the trainer returned without a state at step {end}")
     assemble_chunk(settings, end, done[0], paths)
     shutil.rmtree(work, ignore_errors=True)
-    from mgrpo.engines.verl.task_runner import mark
-
     mark("checkpoint assembled")
 
 

@@ -6,18 +6,12 @@ cannot be inherited from. :func:`run` wraps the subclass with ``ray.remote`` its
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from verl.trainer.main_ppo_v0 import BaseTaskRunner
 
-MARK = "[mgrpo]"  # a chunk's phase marks in its log: "[mgrpo] <unix time> <event>"
-
-
-def mark(event: str) -> None:
-    """Mark a phase of the chunk in its log (benchmarks/verl_cpu_phases.py reads the marks)."""
-    print(f"{MARK} {time.time():.3f} {event}", flush=True)
+from mgrpo.progress import mark
 
 
 class MGRPOTaskRunner(BaseTaskRunner):

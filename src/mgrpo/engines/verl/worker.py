@@ -35,6 +35,7 @@ from verl.workers.engine_workers import ActorRolloutRefWorker
 from mgrpo.algorithm.entropy import token_self_certainty
 from mgrpo.engines.verl import cpu
 from mgrpo.engines.verl.momentum import MomentumShards
+from mgrpo.progress import mark
 
 SELF_CERTAINTY_FLAG = "calculate_self_certainty"
 SELF_CERTAINTY_CHUNK = 2048  # tokens per chunk: a (chunk, vocab) fp32 temporary, not (all, vocab)
@@ -150,6 +151,8 @@ class MomentumWorker(ActorRolloutRefWorker):
         if get_device_name() == cpu.DEVICE:
             cpu.init_process_group()  # before verl's, whose backend string the CPU cannot take
         super().init_model()
+        if self.rank == 0:
+            mark("actor and reference built")
         if self.actor is not None:
             engine = self.actor.engine
             engine.prepare_model_outputs = with_self_certainty(engine)
