@@ -33,6 +33,9 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 
 
 def load_tokenizer(path: str | Path) -> Any:
+    from mgrpo.lean_imports import import_transformers_models
+
+    import_transformers_models()  # AutoTokenizer imports the model machinery too
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path), padding_side="left")
@@ -43,6 +46,9 @@ def load_tokenizer(path: str | Path) -> Any:
 
 def load_model(path: str | Path, device: torch.device, trainable: bool = False) -> Any:
     """Load a causal LM in fp32 (master weights; autocast handles bf16 compute on CUDA)."""
+    from mgrpo.lean_imports import import_transformers_models
+
+    import_transformers_models()
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
