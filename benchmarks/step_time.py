@@ -2,10 +2,13 @@
 
     python benchmarks/step_time.py                 # uses results/models/toy if `make run` built it
     python benchmarks/step_time.py --steps 30 --json results/benchmarks/step_time.json
+    python benchmarks/step_time.py --model DIR --train-data FILE   # a toy model built elsewhere
 
-Goal (issue #2): M-GRPO+IQR costs at most 10 % more per step than SRT at the same G. Both arms
-train from the same base model with the default config's shared settings; their steps are
-interleaved (A B A B ...) so machine load drifts hit both alike, and the median is reported.
+Goals: M-GRPO+IQR costs at most 10 % more per step than SRT at the same G (issue #2); steps per
+second of each arm, to compare two versions of the code on one machine (issue #19: run this file
+from each checkout, back to back). Both arms train from the same base model with the default
+config's shared settings; their steps are interleaved (A B A B ...) so machine load drifts hit
+both alike, and the median is reported.
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ ARMS = {
 }
 
 
-def toy_inputs(config: dict, workdir: Path) -> tuple[Path, Path]:
-    """The toy base model and train split: reuse the workflow's, else build them here."""
-    model, train = REPO / "results/models/toy", REPO / "results/data/train.parquet"
+def toy_inputs(
+    config: dict, workdir: Path, model: str | None = None, train: str | None = None
+) -> tuple[Path, Path]:
+    """The toy base model and train split: the ones given, else the workflow's, else built
+    here."""
+    model = Path(model) if model else REPO / "results/models/toy"
+    train = Path(train) if train else REPO / "results/data/train.parquet"
     if model.exists() and train.exists():
         return model, train
     from mgrpo.toy.build import build_toy_model, write_toy_splits
@@ -56,13 +63,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per arm")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per arm")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--model", help="toy base model directory (default: the workflow's)")
+    parser.add_argument("--train-data", help="RL prompts parquet (default: the workflow's)")
     args = parser.parse_args()
 
     from mgrpo.engines.local.trainer import LocalTrainer
 
     config = load_config(args.config)
     with tempfile.TemporaryDirectory() as tmp:
-        model, train = toy_inputs(config, Path(tmp))
+        model, train = toy_inputs(config, Path(tmp), args.model, args.train_data)
         trainers = {}
         for name, overrides in ARMS.items():
             settings = resolve_run_settings(config, next(iter(config["runs"])))
@@ -80,6 +89,7 @@ def main() -> None:
         "rollouts_per_prompt": trainers["srt"].method.group_size,
         "prompts_per_step": config["training"]["prompts_per_step"],
         "median_step_seconds": median,
+        "steps_per_second": {name: 1 / seconds for name, seconds in median.items()},
         "mgrpo_over_srt": median["mgrpo_iqr"] / median["srt"],
         "goal": 1.10,
         "timed_steps": args.steps,

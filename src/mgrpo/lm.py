@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from mgrpo.algorithm.entropy import token_entropy, token_self_certainty
+from mgrpo.algorithm.entropy import probs_entropy, token_entropy, token_self_certainty
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -33,6 +33,9 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 
 
 def load_tokenizer(path: str | Path) -> Any:
+    from mgrpo.lean_imports import import_transformers_models
+
+    import_transformers_models()  # AutoTokenizer imports the model machinery too
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path), padding_side="left")
@@ -43,6 +46,9 @@ def load_tokenizer(path: str | Path) -> Any:
 
 def load_model(path: str | Path, device: torch.device, trainable: bool = False) -> Any:
     """Load a causal LM in fp32 (master weights; autocast handles bf16 compute on CUDA)."""
+    from mgrpo.lean_imports import import_transformers_models
+
+    import_transformers_models()
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
@@ -98,7 +104,7 @@ class RolloutBatch:
     # Trajectory means under the model that sampled the row, at the sampling temperature,
     # computed from the very logits that were sampled from (no extra forward pass).
     gen_entropy: torch.Tensor  # (B,)
-    gen_self_certainty: torch.Tensor  # (B,)
+    gen_self_certainty: torch.Tensor | None  # (B,); None unless the sampler was asked for it
 
     @property
     def responses(self) -> torch.Tensor:
@@ -115,7 +121,7 @@ class RolloutBatch:
             self.response_mask[index],
             self.prompt_len,
             self.gen_entropy[index],
-            self.gen_self_certainty[index],
+            None if self.gen_self_certainty is None else self.gen_self_certainty[index],
         )
 
 
@@ -134,7 +140,7 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp_min(0)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample(
     model: Any,
     prompts: Sequence[Sequence[int]],
@@ -144,12 +150,15 @@ def sample(
     eos_token_id: int | Sequence[int],
     pad_token_id: int,
     generator: torch.Generator,
+    self_certainty: bool = True,
 ) -> RolloutBatch:
     """Batched ancestral sampling with a KV cache; ``temperature == 0`` means greedy.
 
     ``eos_token_id`` may list several stop tokens. Rows that emit one leave the batch (their KV
     cache rows are dropped), so short answers do not pay for long ones. All randomness comes
-    from ``generator``: a saved generator state reproduces the samples.
+    from ``generator``: a saved generator state reproduces the samples. ``self_certainty=False``
+    skips the per-token self-certainty (``gen_self_certainty`` is then None): every decoding
+    step is a few small operations on a small model, so one fewer is measurable.
     """
     from transformers import DynamicCache
 
@@ -162,7 +171,7 @@ def sample(
     response = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     entropy_sum = torch.zeros(batch, device=device)
-    certainty_sum = torch.zeros(batch, device=device)
+    certainty_sum = torch.zeros(batch, device=device) if self_certainty else None
     active = torch.arange(batch, device=device)  # original row of each row still decoding
     cache = DynamicCache()
     mask, step_ids, step_pos = prompt_mask, ids, _positions(prompt_mask)
@@ -181,12 +190,15 @@ def sample(
                 logits = logits / temperature
                 probs = torch.softmax(logits, dim=-1)
                 nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                entropy = probs_entropy(probs)  # = token_entropy(logits), one softmax fewer
             else:
                 nxt = logits.argmax(-1)
+                entropy = token_entropy(logits)
             response[active, t] = nxt
             lengths[active] += 1
-            entropy_sum[active] += token_entropy(logits)
-            certainty_sum[active] += token_self_certainty(logits)
+            entropy_sum[active] += entropy
+            if certainty_sum is not None:
+                certainty_sum[active] += token_self_certainty(logits)
             running = ~torch.isin(nxt, stops)
             if not bool(running.any()):
                 break
@@ -205,7 +217,7 @@ def sample(
         response_mask=response_mask,
         prompt_len=prompt_len,
         gen_entropy=entropy_sum / lengths.clamp_min(1),
-        gen_self_certainty=certainty_sum / lengths.clamp_min(1),
+        gen_self_certainty=None if certainty_sum is None else certainty_sum / lengths.clamp_min(1),
     )
 
 
@@ -237,7 +249,11 @@ def concat_batches(batches: Sequence[RolloutBatch], pad_token_id: int) -> Rollou
         response_mask=torch.cat([pad(b.response_mask, 0).bool() for b in batches]),
         prompt_len=prompt_len,
         gen_entropy=torch.cat([b.gen_entropy for b in batches]),
-        gen_self_certainty=torch.cat([b.gen_self_certainty for b in batches]),
+        gen_self_certainty=(
+            None
+            if any(b.gen_self_certainty is None for b in batches)
+            else torch.cat([b.gen_self_certainty for b in batches])
+        ),
     )
 
 
@@ -275,7 +291,7 @@ class TokenStats:
     self_certainty: torch.Tensor | None  # (B, T)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def score(
     model: Any,
     batch: RolloutBatch,

@@ -114,3 +114,35 @@ def test_any_listed_stop_token_ends_a_row(model_and_prompts) -> None:
     )
     assert int(both.response_mask[0].sum()) == 1
     assert lm.stop_token_ids(model, tokenizer) == [tokenizer.eos_token_id]
+
+
+def test_sampler_measures_what_scoring_measures(model_and_prompts) -> None:
+    """The sampler's trajectory entropy and self-certainty equal a scoring pass over the same
+    rows, and leaving the self-certainty out changes neither the samples nor the entropy."""
+    model, tokenizer, prompts = model_and_prompts
+    kwargs = dict(
+        temperature=1.1,
+        max_new_tokens=12,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    full = lm.sample(model, prompts, generator=torch.Generator().manual_seed(5), **kwargs)
+    lean = lm.sample(
+        model,
+        prompts,
+        generator=torch.Generator().manual_seed(5),
+        self_certainty=False,
+        **kwargs,
+    )
+    stats = lm.score(
+        model, full, temperature=1.1, micro_batch_size=4, entropy=True, self_certainty=True
+    )
+    assert torch.allclose(
+        full.gen_self_certainty, trajectory_mean(stats.self_certainty, full.response_mask)
+    )
+    assert torch.allclose(full.gen_entropy, trajectory_mean(stats.entropy, full.response_mask))
+    assert torch.equal(lean.input_ids, full.input_ids)
+    assert torch.equal(lean.gen_entropy, full.gen_entropy)
+    assert lean.gen_self_certainty is None
+    both = lm.concat_batches([full, lean], tokenizer.pad_token_id)
+    assert both.gen_self_certainty is None and len(both.select([0, len(both) - 1])) == 2

@@ -13,7 +13,12 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     Pass logits already divided by the sampling temperature to measure the distribution that was
     sampled from (verl does the same).
     """
-    probs = torch.softmax(logits.float(), dim=-1)
+    return probs_entropy(torch.softmax(logits.float(), dim=-1))
+
+
+def probs_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """:func:`token_entropy` from the probabilities themselves (a sampler that already has
+    them saves a softmax): ``(..., V) -> (...)``."""
     # xlogy(0, 0) = 0: masked (-inf) logits contribute nothing instead of 0 * -inf = NaN.
     return -torch.special.xlogy(probs, probs).sum(dim=-1)
 

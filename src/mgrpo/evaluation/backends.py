@@ -79,6 +79,9 @@ def resolve_backend(requested: str) -> str:
 
 def stop_token_ids(model_dir: str | Path, tokenizer: Any) -> list[int]:
     """The tokenizer's EOS and the generation config's EOS token(s) (e.g. ``<|im_end|>``)."""
+    from mgrpo.lean_imports import import_transformers_models
+
+    import_transformers_models()
     from transformers import GenerationConfig
 
     ids = {tokenizer.eos_token_id}

@@ -29,6 +29,10 @@ def prompt_text(question: str) -> str:
 def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
     """Byte-level BPE with one token per digit (so numbers are spelled digit by digit)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from mgrpo.lean_imports import import_transformers_models
+
+    import_transformers_models()
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -59,6 +63,10 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
 def build_qwen3(tokenizer: Any, architecture: dict[str, int], seed: int) -> Any:
     """A randomly initialised ``Qwen3ForCausalLM`` of the given size, tied embeddings."""
     import torch
+
+    from mgrpo.lean_imports import import_transformers_models
+
+    import_transformers_models()
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     hidden = architecture["hidden_size"]

@@ -174,6 +174,7 @@ class LocalTrainer:
             eos_token_id=self.stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             generator=self.sampler_rng,
+            self_certainty=self.method.reward == "self_certainty",
         )
 
     def step(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -200,7 +201,6 @@ class LocalTrainer:
         #    pi_q itself, so the sampler measured them on the very logits it sampled from; only
         #    momentum rows need a forward pass of pi_q (unless entropy_model == "generator").
         entropy = batch.gen_entropy.clone()
-        certainty = batch.gen_self_certainty.clone()
         if n and method.entropy_model == "policy":
             momentum_rows = batch.select(range(n_prompts * m, len(batch)))
             stats = lm.score(
@@ -214,7 +214,7 @@ class LocalTrainer:
         texts = self.tokenizer.batch_decode(batch.responses, skip_special_tokens=True)
         answers = [extract_answer(t) for t in texts]
         entropy_list = entropy.tolist()
-        certainty = certainty.tolist() if method.reward == "self_certainty" else None
+        certainty = batch.gen_self_certainty.tolist() if method.reward == "self_certainty" else None
 
         # 3. Per prompt: filter, vote, reward, advantage.
         lengths = batch.response_mask.sum(-1).tolist()
