@@ -108,6 +108,21 @@ def chunk(
     return paths
 
 
+def compose_chunk(settings: RunSettings, tmp_path: Path, start: int = 0, end: int = 50) -> Any:
+    """The validated verl config of one chunk of ``settings`` (paths under ``tmp_path``)."""
+    from mgrpo.engines.verl.config import chunk_config
+
+    return chunk_config(
+        settings,
+        base_model="/models/base",
+        train_file=tmp_path / "train.parquet",
+        start=start,
+        end=end,
+        work_dir=tmp_path / "work",
+        init_state=None if start == 0 else tmp_path / "init",
+    )
+
+
 def eval_spec(benchmark: dict[str, Any], **evaluation: Any) -> dict[str, Any]:
     """A benchmark's validated settings merged with the ``evaluation`` section, as the rule does."""
     from mgrpo.config import validate_config

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import REPO
+from support import REPO, compose_chunk
 
 from mgrpo.config import load_config
 from mgrpo.engines.verl import keys
@@ -24,22 +24,10 @@ def settings_of(config_file: Path, run: str, **changes) -> RunSettings:
     return settings.replace(**changes) if changes else settings
 
 
-def compose_run(settings: dict, tmp_path: Path, start: int = 0, end: int = 50):
-    return chunk_config(
-        settings,
-        base_model="/models/base",
-        train_file=tmp_path / "train.parquet",
-        start=start,
-        end=end,
-        work_dir=tmp_path / "work",
-        init_state=None if start == 0 else tmp_path / "init",
-    )
-
-
 @pytest.fixture(scope="module")
 def paper_config(tmp_path_factory):
     settings = settings_of(PAPER, "mgrpo_iqr_g32")
-    return settings, compose_run(settings, tmp_path_factory.mktemp("paper"), start=50, end=100)
+    return settings, compose_chunk(settings, tmp_path_factory.mktemp("paper"), start=50, end=100)
 
 
 def test_paper_settings_are_table_4(paper_config):
@@ -80,7 +68,7 @@ def test_every_paper_run_composes_and_passes_verl_validation(tmp_path):
     config = load_config(PAPER)
     for name in ["srt_t1.1_g16", "srt_t0.8_g16", "mgrpo_iqr_g8", "mgrpo_iqr_g256", "mgrpo_g32"]:
         settings = resolve_run_settings(config, name)
-        c = compose_run(settings, tmp_path / name)
+        c = compose_chunk(settings, tmp_path / name)
         assert c.actor_rollout_ref.rollout.n == settings.method.policy_rollouts
         assert c.actor_rollout_ref.rollout.temperature == settings["temperature"]
 
@@ -114,7 +102,7 @@ def test_the_hand_entry_point_composes_as_mgrpo_train_does(tmp_path, monkeypatch
     (config,) = ran
     assert config.actor_rollout_ref.actor.optim.lr == 2e-6
     config.actor_rollout_ref.actor.optim.lr = 1e-6  # the paper's, from the settings table
-    assert config == compose_run(settings, tmp_path)
+    assert config == compose_chunk(settings, tmp_path)
 
 
 def test_the_hand_entry_point_needs_the_settings_file():
@@ -126,7 +114,7 @@ def test_the_hand_entry_point_needs_the_settings_file():
 
 def test_the_one_gpu_config_composes(tmp_path):
     settings = settings_of(ONE_GPU, "mgrpo_iqr_1gpu")
-    c = compose_run(settings, tmp_path, start=2, end=4)
+    c = compose_chunk(settings, tmp_path, start=2, end=4)
     assert c.trainer.n_gpus_per_node == 1
     assert c.actor_rollout_ref.rollout.n == 6
     assert c.actor_rollout_ref.rollout.gpu_memory_utilization == 0.4  # from verl_overrides
@@ -137,13 +125,13 @@ def test_verl_validation_runs_on_the_composed_config(tmp_path):
     # 4 prompts x M = 3 policy rollouts do not split over 8 GPUs: verl's own check refuses it.
     settings = settings_of(PAPER, "mgrpo_iqr_g32", prompts_per_step=4, rollouts=4)
     with pytest.raises(AssertionError, match=r"real_train_batch_size \(12\)"):
-        compose_run(settings, tmp_path)
+        compose_chunk(settings, tmp_path)
 
 
 def test_a_step_that_does_not_split_over_the_gpus_is_refused(tmp_path):
     settings = settings_of(PAPER, "mgrpo_iqr_g32", gpus=7)
     with pytest.raises(ValueError, match=r"8 x 32 rollouts per step do not split over gpus=7"):
-        compose_run(settings, tmp_path)
+        compose_chunk(settings, tmp_path)
 
 
 def test_engine_checks_refuse_what_the_momentum_swap_cannot_do(paper_config):
@@ -157,19 +145,19 @@ def test_engine_checks_refuse_what_the_momentum_swap_cannot_do(paper_config):
 def test_the_states_stay_where_the_launcher_finds_them(tmp_path):
     """verl saves resume states under trainer.default_local_dir; the launcher looks for them in
     the chunk's work directory, so a run's verl_overrides may not move them."""
-    c = compose_run(settings_of(PAPER, "mgrpo_iqr_g32"), tmp_path)
+    c = compose_chunk(settings_of(PAPER, "mgrpo_iqr_g32"), tmp_path)
     assert c.trainer.default_local_dir == str(tmp_path / "work" / "verl")
     moved = settings_of(
         PAPER, "mgrpo_iqr_g32", verl_overrides=["trainer.default_local_dir=/scratch/states"]
     )
     with pytest.raises(ValueError, match=r"trainer\.default_local_dir='/scratch/states'"):
-        compose_run(moved, tmp_path)
+        compose_chunk(moved, tmp_path)
 
 
 def test_a_misspelt_verl_override_is_refused(tmp_path):
     settings = settings_of(ONE_GPU, "mgrpo_iqr_1gpu", verl_overrides=["trainer.nodes=2"])
     with pytest.raises(Exception, match="nodes"):
-        compose_run(settings, tmp_path)
+        compose_chunk(settings, tmp_path)
 
 
 def test_hydra_values_survive_quoting():
@@ -293,7 +281,7 @@ def test_tracking_reaches_verls_logger(tmp_path, monkeypatch):
     from mgrpo.tracking import extra_trackers
 
     settings = settings_of(ONE_GPU, "mgrpo_iqr_1gpu")
-    plain = compose_run(settings, tmp_path)
+    plain = compose_chunk(settings, tmp_path)
     assert list(plain.trainer.logger) == ["console"] and plain.mgrpo.tensorboard is None
     monkeypatch.setenv("MGRPO_TRACKERS", "wandb,mlflow")  # the workflow's logging.trackers
     tracked = chunk_config(

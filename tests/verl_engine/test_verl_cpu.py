@@ -7,39 +7,25 @@ verl's validation, that they touch no GPU config, and verl's "cpu" platform.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from omegaconf import OmegaConf
-from support import REPO, run_settings
+from support import REPO, compose_chunk, run_settings
 from torch.distributed.fsdp import CPUOffloadPolicy as TorchOffloadPolicy
 
 from mgrpo.config import ConfigError, load_config
 from mgrpo.engines.verl import cpu
-from mgrpo.engines.verl.config import chunk_config, chunk_overrides
+from mgrpo.engines.verl.config import chunk_overrides
 from mgrpo.settings import resolve_run_settings
 
 CPU_CONFIG = REPO / "config" / "verl-cpu.yaml"
 PAPER = REPO / "config" / "paper.yaml"
 
 
-def compose(settings, tmp_path: Path):
-    return chunk_config(
-        settings,
-        base_model="/models/base",
-        train_file=tmp_path / "train.parquet",
-        start=0,
-        end=2,
-        work_dir=tmp_path / "work",
-        init_state=None,
-    )
-
-
 @pytest.mark.parametrize("run", ["mgrpo_iqr", "srt"])
 def test_the_cpu_config_composes_and_passes_verls_validation(tmp_path, run):
     settings = resolve_run_settings(load_config(CPU_CONFIG), run)
-    c = compose(settings, tmp_path)
+    c = compose_chunk(settings, tmp_path)
     assert c.trainer.device == "cpu"
     assert c.ray_kwargs.ray_init.num_gpus == settings["gpus"] == 1
     env = OmegaConf.to_container(c.ray_kwargs.ray_init.runtime_env.env_vars)
@@ -72,7 +58,7 @@ def test_no_gpu_run_gets_a_cpu_key(tmp_path):
 def test_a_runs_own_verl_overrides_win_over_the_cpu_keys(tmp_path):
     settings = resolve_run_settings(load_config(CPU_CONFIG), "srt")
     mine = settings.replace(verl_overrides=["actor_rollout_ref.rollout.dtype=bfloat16"])
-    assert compose(mine, tmp_path).actor_rollout_ref.rollout.dtype == "bfloat16"
+    assert compose_chunk(mine, tmp_path).actor_rollout_ref.rollout.dtype == "bfloat16"
 
 
 def test_verl_takes_no_device_index():
