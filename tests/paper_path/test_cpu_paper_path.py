@@ -22,7 +22,6 @@ from mgrpo.lm import load_model
 from mgrpo.run_layout import METRICS_FIELDS, ROLLOUT_COLUMNS
 
 pytestmark = pytest.mark.paper_path
-pytest.importorskip("vllm", reason="the CPU paper path needs its environment: make verl-cpu")
 
 RUNS = {"mgrpo_iqr": (6, 2), "srt": (8, 0)}  # run: (M policy, N momentum) rollouts per prompt
 CHUNK_ENDS = (2, 4)
