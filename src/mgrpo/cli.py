@@ -77,7 +77,19 @@ def cmd_hf_data(args: argparse.Namespace) -> None:
     log.info("%s: %d problems from %s", args.out, count, args.spec["path"])
 
 
+# The warm start runs torch on `toy_model.threads` (2) threads. OpenMP's default wait policy
+# lets a thread that finishes early spin until its partner arrives; on a machine whose cores
+# other processes also use, the partner is often descheduled, and a warm-start step took 2-3 s
+# instead of 0.25 s (both threads spinning and waiting). Passive waiting sleeps instead: on that
+# shared 2-core machine 2 threads then ran as fast as 1 (same weights bit for bit). OpenMP reads
+# the variable when torch loads it, so it is set before the first torch import, and only if the
+# user has not chosen a policy.
+OPENMP_WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def cmd_toy_model(args: argparse.Namespace) -> None:
+    if "torch" not in sys.modules:
+        os.environ.setdefault(*OPENMP_WAIT_POLICY)
     from mgrpo.toy.build import build_toy_model
 
     info = build_toy_model(args.spec, args.sft, args.out)

@@ -8,6 +8,7 @@ or inside a function) is seen. Timings are in ``benchmarks/job_startup.py``, not
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,51 @@ def test_a_module_imported_before_is_left_alone(already: str) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_warm_start_job_waits_passively_unless_told_otherwise(
+    tmp_path: Path, chosen: str | None, expected: str
+) -> None:
+    """OpenMP reads OMP_WAIT_POLICY when torch loads it: the toy-model job must have set it by
+    then (mgrpo.cli.OPENMP_WAIT_POLICY), and must leave a policy the user chose alone."""
+    from support import TINY_TOY
+
+    from mgrpo.config import validate_config
+
+    config = validate_config(
+        {**TINY_TOY, "runs": {"r": {}}, "benchmarks": {"t": {"source": "toy", "split": "test"}}}
+    )
+    config["toy_model"]["sft_steps"] = 2
+    toy_data = [
+        *("toy-data", "--spec", json.dumps(config["data"]["toy"])),
+        f"--out=sft={tmp_path / 'sft.parquet'}",
+    ]
+    toy_model = [
+        *("toy-model", "--spec", json.dumps(config["toy_model"])),
+        *("--sft", str(tmp_path / "sft.parquet"), "--out", str(tmp_path / "model")),
+    ]
+    # Records the policy at the moment torch is first imported.
+    code = (
+        "import importlib.abc, os, sys\n"
+        "seen = []\n"
+        "class Watch(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'torch' and not seen:\n"
+        "            seen.append(os.environ.get('OMP_WAIT_POLICY'))\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Watch())\n"
+        "from mgrpo.cli import main\n"
+        f"main({toy_data!r})\n"
+        f"main({toy_model!r})\n"
+        "print(seen[0])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if chosen is not None:
+        env["OMP_WAIT_POLICY"] = chosen
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == expected
+    assert (tmp_path / "model" / "config.json").exists()
