@@ -13,9 +13,12 @@ What M-GRPO adds to a verl GRPO step at the same G, and how each part is obtaine
    without vLLM; the first GPU run logs it as ``timing_s/update_weights_momentum``);
 3. the entropy pass: none. verl's old-log-prob pass, which GRPO runs on all G rollouts anyway,
    returns the entropies;
-4. the momentum rollouts come from a second, sequential generation call (one vLLM engine holds
-   one set of weights): a **model** of vLLM's memory-bound decode (weights + KV cache read per
-   decode step), not a measurement.
+4. generation, by rollout scheme (``training.rollout_scheme``): ``sequential`` generates the N
+   momentum rollouts in a second call after the M policy rollouts (one set of weights per
+   replica at a time), ``split`` gives pi_k N/G of the replicas and generates both in one call.
+   A **model** of vLLM's latency-bound decode, not a measurement (below, ``step_time_model``).
+
+``--table`` prints the README's GPU-hour table from the same model, for the default scheme.
 
 The parameter count is exact: Qwen3-4B-Base's architecture is instantiated on the meta device
 from its config values (hidden 2560, MLP 9728, 36 layers, 32/8 query/KV heads of 128, vocab
@@ -25,6 +28,7 @@ from its config values (hidden 2560, MLP 9728, 36 layers, 32/8 query/KV heads of
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -98,36 +102,132 @@ def swap_round_trip(momentum: MomentumShards, module: torch.nn.Module) -> None:
         pass
 
 
-def generation_model(settings: dict[str, Any]) -> dict[str, Any]:
-    """Decode time of one GRPO generation call vs M-GRPO's two, memory-bound model.
+# The step-time model behind the README's GPU-hour table. Decoding is latency-bound: a round
+# of generation lasts about as long as its longest response, max_new_tokens decode steps whose
+# time grows with the sequences each GPU decodes at once (vLLM, a 4B model on an H100; time
+# proportional to the parameter count).
+DECODE_MS = ((64, 15.0), (128, 20.0), (256, 25.0))  # (sequences per GPU, ms per decode step)
+QWEN3_4B = 4.022e9
+PEAK_BF16_FLOPS = 989e12  # H100 SXM dense
+MFU = 0.4
+TOKENS_PER_RESPONSE = 1200  # prompt + response, mean
+PUSH_S = 15.0  # one weight sync into every replica: sleep/wake, gather, IPC (an estimate)
 
-    Per decode step a vLLM replica reads its bf16 weights once and the KV cache of every live
-    sequence. Worst case for the split: every sequence decodes to the maximum length, so each
-    call lasts max_new_tokens steps and the mean context is prompt + max_new_tokens / 2.
+
+def decode_ms(sequences_per_gpu: float, parameters: float) -> float:
+    """ms per decode step at this many concurrent sequences per GPU (interpolated)."""
+    points = DECODE_MS
+    if sequences_per_gpu <= points[0][0]:
+        ms = points[0][1]
+    elif sequences_per_gpu >= points[-1][0]:
+        ms = points[-1][1] * sequences_per_gpu / points[-1][0]
+    else:
+        for (x0, y0), (x1, y1) in itertools.pairwise(points):
+            if x0 <= sequences_per_gpu <= x1:
+                ms = y0 + (y1 - y0) * (sequences_per_gpu - x0) / (x1 - x0)
+                break
+    return ms * parameters / QWEN3_4B
+
+
+def step_time_model(
+    *,
+    parameters: float,
+    group: int,
+    momentum: bool,
+    scheme: str = "split",
+    prompts: int = 8,
+    gpus: int = GPUS,
+    max_new_tokens: int = 3072,
+) -> dict[str, float]:
+    """Seconds of one training step on one node, by part (G = ``group`` rollouts per prompt).
+
+    GRPO-like methods (SRT, Intuitor): one generation round over all replicas, one push.
+    M-GRPO ``sequential``: two rounds (M rollouts, then N), two pushes into every replica.
+    M-GRPO ``split``: one round, pi_q's replicas decoding the M and pi_k's the N rollouts
+    (``mgrpo.engines.verl.replicas.momentum_replicas``), one push into every replica plus one
+    more all-gather of the fp32 weights (pi_k's) on the NVLink.
+    Update: ~2 x parameters x tokens FLOPs for the old-log-prob pass over all G rollouts, ~8 x for
+    the reference pass, forward and backward over the trained ones (M-GRPO: at most M).
     """
-    c = QWEN3_4B_BASE
-    weights = 2 * settings["parameters"]  # bf16
-    kv_per_token = c["num_hidden_layers"] * c["num_key_value_heads"] * c["head_dim"] * 2 * 2
-    context = settings["prompt_tokens"] + settings["max_new_tokens"] / 2
-    per_replica = settings["prompts"] * settings["group"] / GPUS
+    from mgrpo.engines.verl.replicas import momentum_replicas
 
-    def step_bytes(sequences: float) -> float:
-        return weights + sequences * context * kv_per_token
+    n = group // 4 if momentum else 0
+    m = group - n
+    rows = prompts * group
+    if not momentum:
+        rounds = [rows / gpus]
+        pushes, gathers = 1, 0
+    elif scheme == "sequential":
+        rounds = [prompts * m / gpus, prompts * n / gpus]
+        pushes, gathers = 2, 0
+    else:
+        k = len(momentum_replicas(gpus, m, n))
+        rounds = [max(prompts * m / (gpus - k), prompts * n / k)]
+        pushes, gathers = 1, 1
+    generate = sum(max_new_tokens * decode_ms(r, parameters) / 1000 for r in rounds)
+    trained = prompts * m
+    tokens = TOKENS_PER_RESPONSE
+    flops = parameters * tokens * (2 * rows + 8 * trained)
+    update = flops / (gpus * PEAK_BF16_FLOPS * MFU)
+    gather = gathers * 4 * parameters * (gpus - 1) / gpus / (NVLINK_GB_S * 1e9)
+    push = pushes * PUSH_S + gather
+    return {"generate": generate, "update": update, "push": push, "step": generate + update + push}
 
-    n = settings["group"] // 4
-    m = settings["group"] - n
-    grpo = step_bytes(per_replica)
-    mgrpo = step_bytes(per_replica * m / settings["group"]) + step_bytes(
-        per_replica * n / settings["group"]
-    )
-    return {
-        "kv_bytes_per_token": kv_per_token,
-        "sequences_per_replica": per_replica,
-        "grpo_bytes_per_decode_step": grpo,
-        "mgrpo_bytes_per_decode_step_both_calls": mgrpo,
-        "generation_time_ratio_worst_case": mgrpo / grpo,
-        "generation_time_ratio_one_long_sequence": 2.0,  # weights dominate: two calls ~ 2x
-    }
+
+def scheme_ratios(parameters: float) -> dict[str, Any]:
+    """M-GRPO / GRPO step-time ratio at equal G, under both schemes, for the paper's G values."""
+    out: dict[str, Any] = {}
+    for group in (8, 16, 32, 64, 128, 256):
+        grpo = step_time_model(parameters=parameters, group=group, momentum=False)
+        row = {"grpo_step_s": round(grpo["step"], 1)}
+        for scheme in ("sequential", "split"):
+            mgrpo = step_time_model(
+                parameters=parameters, group=group, momentum=True, scheme=scheme
+            )
+            row[f"{scheme}_step_s"] = round(mgrpo["step"], 1)
+            row[f"{scheme}_ratio"] = round(mgrpo["step"] / grpo["step"], 3)
+        out[f"G={group}"] = row
+    return out
+
+
+# The paper's training runs (Tables 1-3, Figures 1, 2, 4, 5): (label, parameters, G values,
+# momentum?, how many runs per G). 1,000 steps each.
+PAPER_RUNS = (
+    ("SRT, 4B, G = 16 (x3: T = 0.8, 1.1, 1.2), G = 32 (x2: with and without IQR), G = 64",
+     QWEN3_4B, (16, 32, 64), False),
+    ("SRT, 4B, G = 128", QWEN3_4B, (128,), False),
+    ("M-GRPO(+IQR), 4B, G = 8, 16, 32 (x2: with and without IQR)", QWEN3_4B, (8, 16, 32), True),
+    ("M-GRPO+IQR, 4B, G = 256", QWEN3_4B, (256,), True),
+    ("M-GRPO+IQR, G = 32, Qwen3-1.7B-Base", 1.721e9, (32,), True),
+    ("M-GRPO+IQR, G = 32, Qwen3-8B-Base", 8.191e9, (32,), True),
+    ("SRT, G = 32, Qwen2.5-3B", 3.086e9, (32,), False),
+    ("SRT, G = 32, Qwen2.5-7B", 7.616e9, (32,), False),
+    ("Intuitor, G = 32, Qwen2.5-3B", 3.086e9, (32,), False),
+)  # fmt: skip
+STEPS = 1000
+
+
+def gpu_hour_table(scheme: str = "split") -> str:
+    """The README's table: seconds per step, hours and GPU hours per run of 1,000 steps."""
+    lines = ["| runs | s/step | hours per run | GPU h per run |", "|---|--:|--:|--:|"]
+    for label, parameters, groups, momentum in PAPER_RUNS:
+        steps = [
+            step_time_model(parameters=parameters, group=g, momentum=momentum, scheme=scheme)[
+                "step"
+            ]
+            for g in groups
+        ]
+        low, high = min(steps), max(steps)
+
+        def span(values: tuple[float, float], scale: float) -> str:
+            a, b = (round(v * scale) for v in values)
+            return f"{a}" if a == b else f"{a}-{b}"
+
+        lines.append(
+            f"| {label} | {span((low, high), 1)} | {span((low, high), STEPS / 3600)} "
+            f"| {span((low, high), STEPS * GPUS / 3600)} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -137,7 +237,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--table", choices=("split", "sequential"), help="print the GPU-hour table and exit"
+    )
     args = parser.parse_args()
+    if args.table:
+        print(gpu_hour_table(args.table))
+        return
     torch.set_num_threads(args.threads)
 
     shapes = parameter_shapes()
@@ -175,15 +281,7 @@ def main() -> None:
         gather = 4 * parameters * (GPUS - 1) / GPUS / (NVLINK_GB_S * 1e9)
         ipc = 6 * parameters / bandwidth
         result[f"{gpu}: push_seconds_bandwidth_only"] = gather + ipc
-    result["generation"] = generation_model(
-        {
-            "parameters": parameters,
-            "prompts": 8,
-            "group": 32,
-            "prompt_tokens": 200,
-            "max_new_tokens": 3072,
-        }
-    )
+    result["step_time_ratio_mgrpo_over_grpo"] = scheme_ratios(parameters)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

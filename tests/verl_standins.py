@@ -9,6 +9,7 @@ policy is an EMA of those versions, and the rollout engine holds whichever was p
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +22,9 @@ from verl import DataProto
 from verl.single_controller.base import Worker
 from verl.single_controller.base.decorator import Dispatch, register
 from verl.utils import tensordict_utils as tu
+from verl.utils.ray_utils import auto_await
 
+from mgrpo.engines.verl.replicas import SERVER
 from mgrpo.engines.verl.worker import SELF_CERTAINTY_FLAG, MomentumWorker, momentum_file
 
 
@@ -30,7 +33,8 @@ class World:
     log: list[tuple] = field(default_factory=list)
     policy: int = 0  # updates applied to pi_q
     momentum: float | None = None  # pi_k as an EMA of policy versions
-    loaded: str | None = None  # what the rollout engine holds
+    loaded: str | None = None  # what the rollout engine holds (every replica: sequential)
+    held: dict[int, str] = field(default_factory=dict)  # replica -> model (split scheme)
     fail_at_update: int | None = None  # raise in the update of this policy version + 1
     updates: list[dict[str, Any]] = field(default_factory=list)
 
@@ -50,8 +54,11 @@ def _nested(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class FakeWorkers:
     """The actor/rollout/ref worker group (with pi_k), one data-parallel rank."""
 
-    def __init__(self, world: World, dp_size: int = 1, micro_batch_size: int = 1):
+    def __init__(
+        self, world: World, dp_size: int = 1, micro_batch_size: int = 1, world_size: int = 1
+    ):
         self.world = world
+        self.world_size = world_size  # ranks that save momentum shards
         self.dp_size, self.micro_batch_size = dp_size, micro_batch_size
         self._dispatch_info = {"actor": list(range(dp_size))}
 
@@ -135,6 +142,15 @@ class FakeWorkers:
         self.world.log.append(("push", "momentum", global_steps))
         return [None]
 
+    def update_weights_split(
+        self, global_steps: int | None = None, momentum_replicas: tuple[int, ...] = ()
+    ) -> list[None]:
+        """Each replica of ``World.held`` receives the model of its group."""
+        w = self.world
+        w.held = {r: "momentum" if r in momentum_replicas else "policy" for r in w.held}
+        w.log.append(("push", "split", global_steps, tuple(momentum_replicas)))
+        return [None]
+
     # checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self, local_path, hdfs_path=None, global_step=0, max_ckpt_to_keep=None):
         path = Path(local_path)
@@ -151,12 +167,15 @@ class FakeWorkers:
     def save_momentum(self, local_path: str, hf_config_dir: str | None = None) -> list[None]:
         path = Path(local_path)
         path.mkdir(parents=True, exist_ok=True)
-        torch.save({"momentum": self.world.momentum}, momentum_file(path, 1, 0))
+        for rank in range(self.world_size):
+            file = momentum_file(path, self.world_size, rank)
+            torch.save({"momentum": self.world.momentum}, file)
         self.world.log.append(("save", "momentum", hf_config_dir))
         return [None]
 
     def load_momentum(self, local_path: str) -> list[None]:
-        self.world.momentum = torch.load(momentum_file(local_path, 1, 0))["momentum"]
+        file = momentum_file(local_path, self.world_size, 0)
+        self.world.momentum = torch.load(file)["momentum"]
         self.world.log.append(("load", "momentum", str(local_path)))
         return [None]
 
@@ -180,19 +199,46 @@ POLICY_ANSWERS = [r"so \boxed{1}", r"\boxed{1}", r"\boxed{2}", "no idea", r"\box
 MOMENTUM_ANSWERS = [r"\boxed{2}", r"\boxed{2} ok"]
 
 
-class FakeAgentLoop:
-    """verl's AgentLoopManager: one response per row, from whichever model is loaded."""
+def server(replica: int) -> str:
+    """The address the stand-ins give replica ``replica``."""
+    return f"fake-server-{replica}"
 
-    def __init__(self, world: World, tokenizer: Any, config: Any):
+
+class FakeAgentLoop:
+    """verl's AgentLoopManager: one response per row, from whichever model is loaded.
+
+    With ``replicas`` it plays a manager over those replicas only (the split scheme): requests
+    go round robin over them and each is answered by the model its replica holds
+    (``World.held``). Call number ``fail_on_call`` (0-based) raises as a dead replica would.
+    """
+
+    def __init__(
+        self,
+        world: World,
+        tokenizer: Any,
+        config: Any,
+        replicas: list[int] | None = None,
+        fail_on_call: int | None = None,
+    ):
         self.world, self.tokenizer = world, tokenizer
         self.prompt_length = config.actor_rollout_ref.rollout.prompt_length
         self.response_length = config.actor_rollout_ref.rollout.response_length
+        self.replicas, self.fail_on_call = replicas, fail_on_call
         self.calls = 0
 
-    def generate_sequences(self, batch: DataProto) -> DataProto:
+    @auto_await
+    async def generate_sequences(self, batch: DataProto) -> DataProto:
+        await asyncio.sleep(0)  # lets a concurrent call start, as a real manager's would
         tok, n = self.tokenizer, len(batch)
-        self.world.log.append(("generate", self.world.loaded, n))
-        answers = MOMENTUM_ANSWERS if self.world.loaded == "momentum" else POLICY_ANSWERS
+        if self.replicas is None:
+            served = [0] * n
+            models = [self.world.loaded] * n
+        else:
+            served = [self.replicas[i % len(self.replicas)] for i in range(n)]
+            models = [self.world.held[r] for r in served]
+        self.world.log.append(("generate", models[0] if len(set(models)) == 1 else models, n))
+        if self.calls == self.fail_on_call:
+            raise RuntimeError(f"server {server(served[0])} is gone")
         prompts = torch.full((n, self.prompt_length), tok.pad_token_id)
         responses = torch.full((n, self.response_length), tok.pad_token_id)
         prompt_mask = torch.zeros(n, self.prompt_length, dtype=torch.long)
@@ -204,6 +250,7 @@ class FakeAgentLoop:
             ids = tok(text, add_special_tokens=False)["input_ids"]
             prompts[i, -len(ids) :] = torch.tensor(ids)
             prompt_mask[i, -len(ids) :] = 1
+            answers = MOMENTUM_ANSWERS if models[i] == "momentum" else POLICY_ANSWERS
             answer = answers[(self.calls + i) % len(answers)]
             out = tok(answer, add_special_tokens=False)["input_ids"][: self.response_length - 1]
             out = [*out, tok.eos_token_id]
@@ -220,7 +267,10 @@ class FakeAgentLoop:
                 "attention_mask": attention,
                 "position_ids": (attention.cumsum(-1) - 1).clamp_min(0),
             },
-            non_tensors={"__num_turns__": np.full(n, 2)},
+            non_tensors={
+                "__num_turns__": np.full(n, 2),
+                SERVER: np.array([server(r) for r in served], dtype=object),
+            },
             meta_info={"timing": {"generate_sequences": 0.0}},
         )
 

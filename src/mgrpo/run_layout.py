@@ -62,6 +62,9 @@ ROLLOUT_COLUMNS: dict[str, Column] = {
     "reward": Column("Float64", "reward the loss used; null exactly where not trained"),
     "advantage": Column("Float64", "advantage the loss used; null exactly where not trained"),
     "ground_truth": Column("string", "the problem's answer (metrics only, except for GT-GRPO)"),
+    "replica": Column(
+        "Int64", "verl engine: rank of the vLLM replica that generated it; null: local engine"
+    ),
 }
 ROLLOUT_DTYPES: dict[str, str] = {name: column.dtype for name, column in ROLLOUT_COLUMNS.items()}
 

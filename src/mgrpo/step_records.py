@@ -120,11 +120,19 @@ def step_metrics(
 
 
 def rollout_records(
-    run: str, method: str, step: int, pools: Sequence[ScoredPool]
+    run: str,
+    method: str,
+    step: int,
+    pools: Sequence[ScoredPool],
+    replicas: Sequence[Sequence[int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per rollout, pool by pool: the run layout's rollout columns."""
+    """One record per rollout, pool by pool: the run layout's rollout columns.
+
+    ``replicas``: per pool, the rank of the vLLM replica that generated each rollout (verl
+    engine); null for an engine with one sampler (the local engine).
+    """
     records = []
-    for p in pools:
+    for k, p in enumerate(pools):
         g = p.group
         for i, momentum in enumerate(p.is_momentum):
             records.append(
@@ -145,6 +153,7 @@ def rollout_records(
                     "reward": g.rewards[i],
                     "advantage": g.advantages[i],
                     "ground_truth": g.truth,
+                    "replica": None if replicas is None else int(replicas[k][i]),
                 }
             )
     return records

@@ -26,7 +26,7 @@ def record(**changes) -> dict:
         "run": "r", "method": "SRT", "step": 1, "prompt_id": "p0", "rollout": 0,
         "source": "policy", "response": "\\boxed{3}", "answer": "3", "entropy": 0.5,
         "self_certainty": None, "kept": True, "trained": True, "pseudo_label": "3",
-        "reward": 1.0, "advantage": 0.0, "ground_truth": "3",
+        "reward": 1.0, "advantage": 0.0, "ground_truth": "3", "replica": None,
     }  # fmt: skip
     return {**row, **changes}
 

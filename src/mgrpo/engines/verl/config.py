@@ -6,8 +6,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mgrpo.algorithm.methods import method_from_settings
 from mgrpo.engines.verl import cpu
 from mgrpo.engines.verl.keys import FIXED_KEYS, verl_overrides
+from mgrpo.engines.verl.replicas import config_scheme
 from mgrpo.engines.verl.states import states_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -74,6 +76,7 @@ def chunk_config(settings: Mapping[str, Any], **chunk: Any) -> Any:
         )
     config = compose(chunk_overrides(settings, chunk_keys(settings, **chunk)))
     validate(config)
+    config_scheme(config, method_from_settings(dict(settings)).uses_momentum)  # refuses a bad split
     return config
 
 

@@ -2,9 +2,10 @@
 
 One step (paper Algorithm 1; the numbers are the issue's):
 
-1. M policy rollouts per prompt through vLLM;
-2. pi_k pushed into the same vLLM engine, N momentum rollouts (pi_q is pushed back at the end of
-   the step, after the update);
+1-2. M policy rollouts per prompt from pi_q and N momentum rollouts from pi_k through vLLM, by
+   the chunk's rollout scheme (:mod:`.replicas`): ``split`` generates both at once on disjoint
+   replica groups, each replica holding one model; ``sequential`` generates the M rollouts, then
+   pushes pi_k into every replica for the N;
 3. old log-probs of all G rollouts under pi_q, keeping verl's per-token ``entropys`` (and
    Intuitor's self-certainty);
 4. per prompt, grouped by ``uid``: :func:`mgrpo.algorithm.groups.score_group` (IQR filter,
@@ -26,6 +27,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,13 @@ from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_pad
 from mgrpo.algorithm.answers import math_verify_equal
 from mgrpo.algorithm.methods import Method
 from mgrpo.engines.verl import scoring
+from mgrpo.engines.verl.replicas import (
+    REPLICA,
+    SPLIT,
+    config_scheme,
+    momentum_replicas,
+    replica_count,
+)
 from mgrpo.engines.verl.rollout import Rollouts, wait
 from mgrpo.engines.verl.scoring import StepScore, response_texts, score_batch, token_advantages
 from mgrpo.engines.verl.states import STATE_MARKER, find_state, records_dir, state_dir
@@ -116,13 +125,24 @@ class MGRPOTrainer(RayPPOTrainer):
         if not 0 <= self.start < self.end:
             raise ValueError(f"mgrpo: chunk must satisfy 0 <= start < end, got {self.start}")
         self.equal = math_verify_equal if settings["answer_equivalence"] == "math_verify" else None
-        self.rollouts = Rollouts(self)
+        self.scheme = config_scheme(self.config, self.method.uses_momentum)
+        group = (
+            momentum_replicas(
+                replica_count(self.config),
+                self.method.policy_rollouts,
+                self.method.momentum_rollouts,
+            )
+            if self.scheme == SPLIT
+            else []
+        )
+        self.rollouts = Rollouts(self, self.scheme, group)
         self.records = ChunkRecords(records_dir(self.chunk.work_dir))
         self.states = Path(self.config.trainer.default_local_dir)
 
     # ----------------------------------------------------------------- workers
     def init_workers(self) -> None:
         super().init_workers()
+        self.rollouts.start()
         if self.method.uses_momentum:
             wait(self.actor_rollout_wg.init_momentum(offload=bool(self.chunk.momentum_offload)))
 
@@ -230,11 +250,11 @@ class MGRPOTrainer(RayPPOTrainer):
         every = int(self.chunk.resume_every)
         while self.global_steps < self.end:
             t = time.perf_counter()
-            self.rollouts.load_policy(self.global_steps)  # pi_q into vLLM (as it was at the end)
+            push = self.rollouts.load_step_models(self.global_steps)  # as they are after the step
             pushed = time.perf_counter() - t
             self.global_steps += 1
             metrics, records, verl_metrics = self.train_step(next(batches))
-            verl_metrics["timing_s/update_weights_policy"] = pushed
+            verl_metrics[f"timing_s/{push}"] = pushed
             self.records.add(metrics, records)
             logger.log(data={**verl_metrics, **tracked_metrics(metrics)}, step=self.global_steps)
             if self.global_steps == self.end or self.global_steps % every == 0:
@@ -270,22 +290,11 @@ class MGRPOTrainer(RayPPOTrainer):
         gen_batch = self._get_gen_batch(batch)
         gen_batch.meta_info["global_steps"] = step
 
-        # 1-2. M rollouts from pi_q, then pi_k into vLLM and N rollouts from it.
-        parts = [self._generate(batch, gen_batch, prompts, 0, method.policy_rollouts, timing)]
-        if method.momentum_rollouts:
-            t = time.perf_counter()
-            self.rollouts.load_momentum(step)
-            timing["update_weights_momentum"] = time.perf_counter() - t
-            parts.append(
-                self._generate(
-                    batch,
-                    gen_batch,
-                    prompts,
-                    method.policy_rollouts,
-                    method.momentum_rollouts,
-                    timing,
-                )
-            )
+        if self.chunk.get("scheme_check") and self.scheme == SPLIT:
+            verl_metrics.update(self._check_schemes(gen_batch))
+
+        # 1-2. M rollouts from pi_q and N from pi_k (scheme: see the module docstring).
+        parts = self._rollouts(batch, gen_batch, prompts, timing)
         sample_time = time.perf_counter() - t0
         meta = parts[0].meta_info
         for part in parts:  # the calls' own metadata may differ; concat insists on equality
@@ -327,25 +336,85 @@ class MGRPOTrainer(RayPPOTrainer):
         metrics = step_metrics(run, label, step, score.pools, update)
         metrics.update(step_time=time.perf_counter() - t0, sample_time=sample_time)
         verl_metrics.update({f"timing_s/{k}": v for k, v in timing.items()})
+        replicas = full.non_tensor_batch[REPLICA]
+        served = [[int(replicas[r]) for r in rows] for rows in score.rows]
         return (
             metrics,
-            rollout_records(self.settings["run"], label, step, score.pools),
+            rollout_records(self.settings["run"], label, step, score.pools, replicas=served),
             verl_metrics,
         )
 
-    def _generate(
+    def _rollouts(
         self,
         batch: DataProto,
         gen_batch: DataProto,
         prompts: dict[str, np.ndarray],
+        timing: dict[str, float],
+    ) -> list[DataProto]:
+        """The step's M policy and N momentum rollouts per prompt, by the chunk's scheme."""
+        m, n = self.method.policy_rollouts, self.method.momentum_rollouts
+        if n and self.scheme == SPLIT:  # one concurrent call; the models were loaded at the start
+            policy, momentum = self.rollouts.generate_split(
+                gen_batch.repeat(m, interleave=True), gen_batch.repeat(n, interleave=True), timing
+            )
+            return [
+                self._tagged(batch, prompts, policy, 0, m),
+                self._tagged(batch, prompts, momentum, m, n),
+            ]
+        out = self.rollouts.generate(gen_batch.repeat(m, interleave=True), timing, "gen_policy")
+        parts = [self._tagged(batch, prompts, out, 0, m)]
+        if n:  # pi_k into every replica, then its rollouts
+            t = time.perf_counter()
+            self.rollouts.load_momentum(self.global_steps)
+            timing["update_weights_momentum"] = time.perf_counter() - t
+            out = self.rollouts.generate(
+                gen_batch.repeat(n, interleave=True), timing, "gen_momentum"
+            )
+            parts.append(self._tagged(batch, prompts, out, m, n))
+        return parts
+
+    def _check_schemes(self, gen_batch: DataProto) -> dict[str, float]:
+        """``mgrpo.scheme_check``: this step's prompts decoded greedily from the step's pi_q and
+        pi_k under both schemes; the responses must be identical row for row.
+
+        Greedy through verl's own per-row override (``__do_sample__``). Ends with the split
+        push, so the step then generates from the models it would have had anyway.
+        """
+        m, n, step = self.method.policy_rollouts, self.method.momentum_rollouts, self.global_steps
+        greedy = deepcopy(gen_batch)
+        greedy.non_tensor_batch["__do_sample__"] = np.zeros(len(greedy), dtype=bool)
+        policy, momentum = greedy.repeat(m, interleave=True), greedy.repeat(n, interleave=True)
+        self.rollouts.load_policy(step - 1)
+        sequential = [self.rollouts.generate(policy, {}, "check")]
+        self.rollouts.load_momentum(step - 1)
+        sequential.append(self.rollouts.generate(momentum, {}, "check"))
+        self.rollouts.load_step_models(step - 1)
+        split = self.rollouts.generate_split(policy, momentum, {})
+        same = [
+            (a.batch["responses"] == b.batch["responses"]).all(-1)
+            for a, b in zip(sequential, split, strict=True)
+        ]
+        first = sequential[0].batch["responses"][::m]  # one greedy answer per prompt and model
+        return {
+            "scheme_check/compared": float(sum(len(x) for x in same)),
+            "scheme_check/mismatched_policy": float((~same[0]).sum()),
+            "scheme_check/mismatched_momentum": float((~same[1]).sum()),
+            "scheme_check/momentum_differs": float(
+                (first != sequential[1].batch["responses"][::n]).any(-1).float().mean()
+            ),
+        }
+
+    @staticmethod
+    def _tagged(
+        batch: DataProto,
+        prompts: dict[str, np.ndarray],
+        output: DataProto,
         first: int,
         copies: int,
-        timing: dict[str, float],
     ) -> DataProto:
-        """``copies`` rollouts per prompt, tagged with their pool positions ``first..``."""
+        """``copies`` generated rollouts per prompt, tagged with their pool positions ``first..``
+        (positions from ``M`` on are momentum rollouts)."""
         momentum = first > 0
-        name = "gen_momentum" if momentum else "gen_policy"
-        output = self.rollouts.generate(gen_batch.repeat(copies, interleave=True), timing, name)
         rows = batch.repeat(copies, interleave=True).union(output)
         prompt = np.arange(len(rows)) // copies
         nt = rows.non_tensor_batch

@@ -86,6 +86,12 @@ def load_momentum_shards(
     momentum.load_state_dict(torch.load(file, map_location="cpu", weights_only=False), str(file))
 
 
+def _drain(tensors: Any) -> None:
+    """Consume a per-tensor generator: this rank's part in its gathers, nothing sent."""
+    for _ in tensors:
+        pass
+
+
 def _scaled_self_certainty(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """Per-token self-certainty of temperature-scaled logits ``(N, V) -> (N,)``, in chunks."""
     out = torch.empty(logits.shape[0], device=logits.device, dtype=torch.float32)
@@ -196,6 +202,43 @@ class MomentumWorker(ActorRolloutRefWorker):
         """Push pi_k into this rank's rollout engine (verl's naive sync, pi_k swapped in)."""
         with self._momentum().swapped_into(self._policy_module()):
             return await super().update_weights(global_steps=global_steps, mode="naive")
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL, blocking=False)
+    async def update_weights_split(
+        self, global_steps: int | None = None, momentum_replicas: tuple[int, ...] = ()
+    ):
+        """Push pi_q into the policy group's replicas and pi_k into the momentum group's.
+
+        Gathering a full tensor from FSDP shards is a collective, so every rank takes part in
+        both gathers (pi_q's, then pi_k's, in the same order on all ranks) and sends its own
+        replica only the model that replica serves: one push per replica, as GRPO has.
+        """
+        engine = self.actor.engine
+        gather = engine.get_per_tensor_param
+        receives_momentum = int(self.rollout.replica_rank) in set(momentum_replicas)
+        module, momentum = self._policy_module(), self._momentum()
+
+        def one_model(**kwargs):
+            def tensors():
+                policy, _ = gather(**kwargs)
+                if receives_momentum:
+                    _drain(policy)
+                else:
+                    yield from policy
+                with momentum.swapped_into(module):
+                    held, _ = gather(**kwargs)
+                    if receives_momentum:
+                        yield from held
+                    else:
+                        _drain(held)
+
+            return tensors(), None
+
+        engine.get_per_tensor_param = one_model
+        try:
+            return await super().update_weights(global_steps=global_steps, mode="naive")
+        finally:
+            engine.get_per_tensor_param = gather
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def compute_momentum_log_prob(self, data):
