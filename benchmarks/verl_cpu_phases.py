@@ -1,4 +1,5 @@
-"""Where a CPU paper-path run's time went: each phase of each chunk, and M-GRPO's step over SRT's.
+"""Where a CPU paper-path run's time went: each phase of each chunk, and M-GRPO's step over SRT's
+under each rollout scheme (mgrpo_iqr: split, mgrpo_iqr_sequential: sequential).
 
     .venv-verl-cpu/bin/snakemake --cores 2 --configfile config/verl-cpu.yaml   # the run
     .venv-verl-cpu/bin/python benchmarks/verl_cpu_phases.py [RESULTS]          # default results/
@@ -28,10 +29,12 @@ FIRST_STEP = re.compile(r"step:(\d+) - ")
 
 # (label, TensorBoard tag) of the per-step phases, in the order a step runs them
 STEP_PHASES = (
-    ("push pi_q", "timing_s/update_weights_policy"),
+    ("push pi_q into every replica (sequential)", "timing_s/update_weights_policy"),
+    ("push pi_q and pi_k, one per replica (split)", "timing_s/update_weights_split"),
     ("generate M (policy)", "timing_s/gen_policy/agent_loop/generate_sequences/max"),
-    ("push pi_k", "timing_s/update_weights_momentum"),
+    ("push pi_k into every replica (sequential)", "timing_s/update_weights_momentum"),
     ("generate N (momentum)", "timing_s/gen_momentum/agent_loop/generate_sequences/max"),
+    ("all generation, pushes between included (wall)", "timing/sample_time"),
     ("log-prob pass (G rows)", "timing_s/old_log_prob"),
     ("reference + update", "timing_s/update_actor"),
     ("EMA", "timing_s/momentum_ema"),
@@ -117,9 +120,12 @@ def main() -> None:
             print(f"| {label} | {mean(first):.3f} | {mean(later):.3f} |")
         steps = curves.get("timing/step_time", {})
         step_times[run] = [v for s, v in steps.items() if s not in firsts]
-    if {"mgrpo_iqr", "srt"} <= step_times.keys():
-        ratio = mean(step_times["mgrpo_iqr"]) / mean(step_times["srt"])
-        print(f"\nM-GRPO+IQR / SRT step time (later steps): {ratio:.2f}")
+    if "srt" in step_times:
+        print("\n| run | scheme | later steps (s) | / SRT |\n|---|---|---|---|")
+        srt = mean(step_times["srt"])
+        for run, times in step_times.items():
+            scheme = "sequential" if run.endswith("sequential") or run == "srt" else "split"
+            print(f"| {run} | {scheme} | {mean(times):.2f} | {mean(times) / srt:.2f} |")
 
 
 if __name__ == "__main__":

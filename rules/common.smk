@@ -144,6 +144,14 @@ def train_gpus(wildcards):
     return 1 if settings["device"].startswith("cuda") else 0
 
 
+def train_threads(wildcards):
+    """Cores of a training job: the run's `threads`, per rank on the verl engine's CPU path."""
+    settings = RUNS[wildcards.run]
+    if settings["engine"] == "verl" and settings["device"] == "cpu":
+        return settings["threads"] * settings["gpus"]
+    return settings["threads"]
+
+
 def train_settings(wildcards):
     """Run settings minus the run length: raising `steps` appends chunks, retrains nothing."""
     return RUNS[wildcards.run].to_json()

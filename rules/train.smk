@@ -16,7 +16,7 @@ rule train_chunk:
         "results/benchmarks/runs/{run}/train_to_step{step}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: lambda wildcards: RUNS[wildcards.run]["threads"]
+    threads: train_threads
     resources:
         gpu=train_gpus,
     params:

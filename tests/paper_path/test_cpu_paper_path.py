@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,23 +18,38 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mgrpo.engines.verl.worker import momentum_file
 from mgrpo.lm import load_model
 from mgrpo.run_layout import METRICS_FIELDS, ROLLOUT_COLUMNS
 
 pytestmark = pytest.mark.paper_path
 
-RUNS = {"mgrpo_iqr": (6, 2), "srt": (8, 0)}  # run: (M policy, N momentum) rollouts per prompt
+# run: (M policy, N momentum) rollouts per prompt. mgrpo_iqr runs the split rollout scheme (pi_q
+# on replica 0, pi_k on replica 1), mgrpo_iqr_sequential the sequential one.
+RUNS = {"mgrpo_iqr": (6, 2), "mgrpo_iqr_sequential": (6, 2), "srt": (8, 0)}
+POLICY_REPLICAS, MOMENTUM_REPLICAS = {0}, {1}
 CHUNK_ENDS = (2, 4)
 M = 0.99  # the momentum coefficient of both runs (schema default)
 
 
+def rank_files(directory: Path, kind: str = "model") -> list[Path]:
+    """verl's per-rank shard files (``{kind}_world_size_W_rank_r.pt``), in rank order."""
+    files = sorted(directory.glob(f"{kind}_world_size_*_rank_*.pt"))
+    files.sort(key=lambda f: int(f.stem.rsplit("_", 1)[1]))
+    world = {f.stem.split("_world_size_")[1].split("_")[0] for f in files}
+    assert files and world == {str(len(files))}, (directory, files)
+    return files
+
+
 def shards(state: Path, part: str) -> dict[str, torch.Tensor]:
-    """The fp32 weights of one resume state's ``actor`` or ``momentum`` (world size 1)."""
-    saved = torch.load(momentum_file(state / part, 1, 0), map_location="cpu", weights_only=False)
-    return {
-        name: (t.to_local() if hasattr(t, "to_local") else t).double() for name, t in saved.items()
-    }
+    """The full fp32 weights of one resume state's ``actor`` or ``momentum``: every rank's
+    FSDP2 shard (dim 0) put back together."""
+    saved = [
+        torch.load(f, map_location="cpu", weights_only=False) for f in rank_files(state / part)
+    ]
+    local = [
+        {n: (t.to_local() if hasattr(t, "to_local") else t) for n, t in s.items()} for s in saved
+    ]
+    return {name: torch.cat([r[name] for r in local]).double() for name in local[0]}
 
 
 def state(cpu_run, run: str, step: int) -> Path:
@@ -113,11 +129,11 @@ def test_momentum_follows_the_ema_across_the_chunk_handoff_and_the_resume(cpu_ru
 
 def adam_steps(step_state: Path) -> set[float]:
     """The AdamW step counts in a resume state's optimizer shard."""
-    optim = torch.load(
-        step_state / "actor" / "optim_world_size_1_rank_0.pt", map_location="cpu",
-        weights_only=False,
-    )  # fmt: skip
-    return {float(s["step"]) for s in optim["state"].values()}
+    steps = set()
+    for file in rank_files(step_state / "actor", "optim"):
+        optim = torch.load(file, map_location="cpu", weights_only=False)
+        steps |= {float(s["step"]) for s in optim["state"].values()}
+    return steps
 
 
 def test_chunk_two_continued_chunk_ones_optimizer(cpu_run):
@@ -127,16 +143,18 @@ def test_chunk_two_continued_chunk_ones_optimizer(cpu_run):
     assert adam_steps(state(cpu_run, "mgrpo_iqr", 4)) == {4.0}
 
 
-def test_vllm_sampled_from_the_model_that_was_pushed(cpu_run):
+@pytest.mark.parametrize("run", ["mgrpo_iqr", "mgrpo_iqr_sequential"])
+def test_vllm_sampled_from_the_model_that_was_pushed(cpu_run, run):
     """vLLM's log-probs of its own samples against pi_q's (the trainer's push audit, in the
     run's TensorBoard curves). Policy rows: numerical noise at every step, so pi_q reached
     vLLM each step. Momentum rows: the same noise at step 1 (pi_k = pi_q before any update),
     then well above it, so pi_k, not pi_q, was in vLLM for them (at step 3 too, after the
-    resume). Catches: a weight push that does not reach vLLM (stale packed weights), pi_q not
-    pushed back after the momentum rollouts, pi_k lost on resume (it would equal pi_q)."""
+    resume). Under both rollout schemes. Catches: a weight push that does not reach vLLM (stale
+    packed weights), pi_q not pushed back after the momentum rollouts (sequential), the split
+    push sending pi_q to the momentum replica or pi_k to the policy one, pi_k lost on resume."""
     from support import tensorboard_scalars
 
-    curves = tensorboard_scalars(cpu_run.run_dir("mgrpo_iqr") / "tensorboard" / "train")
+    curves = tensorboard_scalars(cpu_run.run_dir(run) / "tensorboard" / "train")
     policy = dict(curves["rollout/logprob_gap_policy"])
     momentum = dict(curves["rollout/logprob_gap_momentum"])
     assert sorted(policy) == sorted(momentum) == [1, 2, 3, 4]
@@ -147,12 +165,53 @@ def test_vllm_sampled_from_the_model_that_was_pushed(cpu_run):
         assert momentum[step] > 2.5 * max(policy[step], policy[1]), (step, momentum, policy)
 
 
+# ----------------------------------------------------------------------- rollout schemes
+def records(cpu_run, run: str) -> pd.DataFrame:
+    return pd.concat(
+        [
+            pd.read_parquet(cpu_run.run_dir(run) / "rollouts" / f"to_step{s}.parquet")
+            for s in CHUNK_ENDS
+        ],
+        ignore_index=True,
+    )
+
+
+def test_the_split_run_generated_each_model_on_its_own_replica(cpu_run):
+    """Split: every policy rollout from the pi_q replica, every momentum rollout from the pi_k
+    replica, at every step (the resumed chunk too). Sequential and SRT: one model at a time on
+    both replicas. Catches: a group router over the wrong servers, a lost replica tag."""
+    split = records(cpu_run, "mgrpo_iqr")
+    assert set(split[split.source == "policy"].replica) == POLICY_REPLICAS
+    assert set(split[split.source == "momentum"].replica) == MOMENTUM_REPLICAS
+    assert sorted(split.step.unique()) == [1, 2, 3, 4]
+    sequential = records(cpu_run, "mgrpo_iqr_sequential")
+    for source in ("policy", "momentum"):
+        used = set(sequential[sequential.source == source].replica)
+        assert used == POLICY_REPLICAS | MOMENTUM_REPLICAS, (source, used)
+    assert set(records(cpu_run, "srt").replica) == POLICY_REPLICAS | MOMENTUM_REPLICAS
+
+
+def test_split_and_sequential_decode_the_same_greedy_rollouts(cpu_run):
+    """The scheme check of the split run: before every step, the step's prompts decoded
+    greedily from pi_q and pi_k under both schemes, 4 prompts x (6 + 2) rollouts, give the same
+    response on every row. Catches: a scheme that generates from another model, another
+    prompt or other sampling settings than the reference."""
+    from support import tensorboard_scalars
+
+    curves = tensorboard_scalars(cpu_run.run_dir("mgrpo_iqr") / "tensorboard" / "train")
+    compared = dict(curves["scheme_check/compared"])
+    assert sorted(compared) == [1, 2, 3, 4]
+    assert set(compared.values()) == {32.0}
+    for source in ("policy", "momentum"):
+        assert set(dict(curves[f"scheme_check/mismatched_{source}"]).values()) == {0.0}
+
+
 # ---------------------------------------------------------------------------- the resume
 def test_the_killed_chunk_resumed_from_its_last_state(cpu_run):
     """Catches: a rerun that retrains the chunk from its start (or from the base model), and
     records that lose or repeat the steps done before the kill."""
     log = (cpu_run.results / "logs" / "runs" / "mgrpo_iqr" / "train_to_step4.log").read_text()
-    assert f"global_step_{3}/actor/model_world_size_1_rank_0.pt" in log  # verl's "Loaded model"
+    assert re.search(r"global_step_3/actor/model_world_size_2_rank_\d\.pt", log)  # "Loaded model"
     assert "checkpoints/step2/verl/global_step_2/actor" not in log
     lines = metrics_lines(cpu_run, "mgrpo_iqr", 4)
     assert [line["step"] for line in lines] == [3, 4]

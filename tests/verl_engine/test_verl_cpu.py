@@ -16,18 +16,19 @@ from torch.distributed.fsdp import CPUOffloadPolicy as TorchOffloadPolicy
 from mgrpo.config import ConfigError, load_config
 from mgrpo.engines.verl import cpu
 from mgrpo.engines.verl.config import chunk_overrides
+from mgrpo.engines.verl.replicas import config_scheme
 from mgrpo.settings import resolve_run_settings
 
 CPU_CONFIG = REPO / "config" / "verl-cpu.yaml"
 PAPER = REPO / "config" / "paper.yaml"
 
 
-@pytest.mark.parametrize("run", ["mgrpo_iqr", "srt"])
+@pytest.mark.parametrize("run", ["mgrpo_iqr", "mgrpo_iqr_sequential", "srt"])
 def test_the_cpu_config_composes_and_passes_verls_validation(tmp_path, run):
     settings = resolve_run_settings(load_config(CPU_CONFIG), run)
     c = compose_chunk(settings, tmp_path)
     assert c.trainer.device == "cpu"
-    assert c.ray_kwargs.ray_init.num_gpus == settings["gpus"] == 1
+    assert c.ray_kwargs.ray_init.num_gpus == settings["gpus"] == 2  # two ranks, two replicas
     env = OmegaConf.to_container(c.ray_kwargs.ray_init.runtime_env.env_vars)
     assert env == cpu.worker_env(settings)
     assert all(isinstance(v, str) for v in env.values())  # Ray takes strings only
@@ -40,6 +41,8 @@ def test_the_cpu_config_composes_and_passes_verls_validation(tmp_path, run):
     model = c.actor_rollout_ref.model
     assert model.override_config.attn_implementation == "sdpa"
     assert model.use_remove_padding is True  # as on GPUs: the CPU run exercises packing
+    expected = "sequential" if run != "mgrpo_iqr" else "split"  # SRT: one model, one call
+    assert config_scheme(c, settings.method.uses_momentum) == expected
 
 
 def test_no_gpu_run_gets_a_cpu_key(tmp_path):

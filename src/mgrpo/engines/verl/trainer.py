@@ -291,11 +291,14 @@ class MGRPOTrainer(RayPPOTrainer):
         gen_batch.meta_info["global_steps"] = step
 
         if self.chunk.get("scheme_check") and self.scheme == SPLIT:
+            t = time.perf_counter()
             verl_metrics.update(self._check_schemes(gen_batch))
+            timing["scheme_check"] = time.perf_counter() - t  # not part of a real step
 
         # 1-2. M rollouts from pi_q and N from pi_k (scheme: see the module docstring).
         parts = self._rollouts(batch, gen_batch, prompts, timing)
-        sample_time = time.perf_counter() - t0
+        audit = timing.get("scheme_check", 0.0)  # the step's own times leave the audit out
+        sample_time = time.perf_counter() - t0 - audit
         meta = parts[0].meta_info
         for part in parts:  # the calls' own metadata may differ; concat insists on equality
             part.meta_info = {}
@@ -334,7 +337,7 @@ class MGRPOTrainer(RayPPOTrainer):
         label = method.label
         run = self.settings.name
         metrics = step_metrics(run, label, step, score.pools, update)
-        metrics.update(step_time=time.perf_counter() - t0, sample_time=sample_time)
+        metrics.update(step_time=time.perf_counter() - t0 - audit, sample_time=sample_time)
         verl_metrics.update({f"timing_s/{k}": v for k, v in timing.items()})
         replicas = full.non_tensor_batch[REPLICA]
         served = [[int(replicas[r]) for r in rows] for rows in score.rows]
@@ -377,8 +380,9 @@ class MGRPOTrainer(RayPPOTrainer):
         """``mgrpo.scheme_check``: this step's prompts decoded greedily from the step's pi_q and
         pi_k under both schemes; the responses must be identical row for row.
 
-        Greedy through verl's own per-row override (``__do_sample__``). Ends with the split
-        push, so the step then generates from the models it would have had anyway.
+        Greedy through verl's own per-row override (``__do_sample__``). Ends with the step's
+        own push again: every generation call puts the replicas to sleep, and only a push
+        wakes them, so the step then starts exactly as it would have without the check.
         """
         m, n, step = self.method.policy_rollouts, self.method.momentum_rollouts, self.global_steps
         greedy = deepcopy(gen_batch)
@@ -390,6 +394,7 @@ class MGRPOTrainer(RayPPOTrainer):
         sequential.append(self.rollouts.generate(momentum, {}, "check"))
         self.rollouts.load_step_models(step - 1)
         split = self.rollouts.generate_split(policy, momentum, {})
+        self.rollouts.load_step_models(step - 1)
         same = [
             (a.batch["responses"] == b.batch["responses"]).all(-1)
             for a, b in zip(sequential, split, strict=True)
