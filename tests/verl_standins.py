@@ -320,6 +320,25 @@ class CpuMomentumWorker(MomentumWorker):
         return {k: v.full_tensor().clone() for k, v in module.state_dict().items()}
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def split_push_tensors(self, momentum_ranks: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """What this rank's replica would receive from the split push (collective), with the
+        FSDP2 module's own gather standing in for the engine's ``get_per_tensor_param``."""
+        import torch.distributed as dist
+
+        from mgrpo.engines.verl.worker import one_model_per_replica
+
+        module = self._policy_module()
+
+        def gather(**_):
+            return ((k, v.full_tensor()) for k, v in module.state_dict().items()), None
+
+        export = one_model_per_replica(
+            gather, self._momentum(), module, receives_momentum=dist.get_rank() in momentum_ranks
+        )
+        tensors, _ = export()
+        return {k: v.clone() for k, v in tensors}
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def save_actor(self, local_path: str) -> None:
         """The actor's model shards with verl's own FSDPCheckpointManager."""
         from transformers import AutoTokenizer

@@ -297,3 +297,16 @@ def test_tracking_reaches_verls_logger(tmp_path, monkeypatch):
     )
     assert list(tracked.trainer.logger) == ["console", "wandb", "mlflow"]
     assert tracked.mgrpo.tensorboard == str(tmp_path / "tensorboard")
+
+
+def test_the_readme_gpu_hour_table_is_the_step_time_models():
+    """The README's table is printed by benchmarks/verl_overhead.py --table (default scheme)."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import verl_overhead
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    table = verl_overhead.gpu_hour_table("split").replace("(x", "(×")
+    assert table in (REPO / "README.md").read_text()

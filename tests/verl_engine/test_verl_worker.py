@@ -85,6 +85,13 @@ def test_momentum_worker_on_fsdp2_shards(workers, base, tmp_path_factory, toy_di
     close(workers.full_weights(momentum=True)[0], momentum, rtol=0, atol=1e-6)
     close(workers.full_weights()[0], policy, rtol=0, atol=0)  # swapped back exactly
 
+    # The split push: rank 1's replica serves pi_k, rank 0's pi_q; both ranks join both gathers
+    # (a rank skipping one would hang the other), and pi_q is back in the actor afterwards.
+    pushed = workers.split_push_tensors((1,))
+    close(pushed[0], policy)
+    close(pushed[1], momentum, rtol=0, atol=1e-6)
+    close(workers.full_weights()[0], policy, rtol=0, atol=0)
+
     # Saved beside the actor (verl's own checkpoint manager), in the actor's shard format.
     actor, saved = tmp / "actor", tmp / "momentum"
     workers.save_actor(str(actor))

@@ -92,6 +92,40 @@ def _drain(tensors: Any) -> None:
         pass
 
 
+def one_model_per_replica(
+    gather: Callable[..., tuple[Any, Any]],
+    momentum: MomentumShards,
+    module: torch.nn.Module,
+    *,
+    receives_momentum: bool,
+) -> Callable[..., tuple[Any, None]]:
+    """The engine's per-tensor export (``get_per_tensor_param``) for the split push: it yields
+    pi_k's full tensors on a rank whose replica serves pi_k, pi_q's on the others.
+
+    Gathering a full tensor from FSDP shards is a collective, so every rank takes part in both
+    gathers, pi_q's then pi_k's, in the same order on all ranks, and yields only the model its
+    replica serves: one push per replica per step, as GRPO has.
+    """
+
+    def per_tensor_param(**kwargs: Any) -> tuple[Any, None]:
+        def tensors():
+            policy, _ = gather(**kwargs)
+            if receives_momentum:
+                _drain(policy)
+            else:
+                yield from policy
+            with momentum.swapped_into(module):
+                held, _ = gather(**kwargs)
+                if receives_momentum:
+                    yield from held
+                else:
+                    _drain(held)
+
+        return tensors(), None
+
+    return per_tensor_param
+
+
 def _scaled_self_certainty(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """Per-token self-certainty of temperature-scaled logits ``(N, V) -> (N,)``, in chunks."""
     out = torch.empty(logits.shape[0], device=logits.device, dtype=torch.float32)
@@ -207,34 +241,16 @@ class MomentumWorker(ActorRolloutRefWorker):
     async def update_weights_split(
         self, global_steps: int | None = None, momentum_replicas: tuple[int, ...] = ()
     ):
-        """Push pi_q into the policy group's replicas and pi_k into the momentum group's.
-
-        Gathering a full tensor from FSDP shards is a collective, so every rank takes part in
-        both gathers (pi_q's, then pi_k's, in the same order on all ranks) and sends its own
-        replica only the model that replica serves: one push per replica, as GRPO has.
-        """
+        """Push pi_q into the policy group's replicas and pi_k into the momentum group's (verl's
+        naive sync, its per-tensor export wrapped by :func:`one_model_per_replica`)."""
         engine = self.actor.engine
         gather = engine.get_per_tensor_param
-        receives_momentum = int(self.rollout.replica_rank) in set(momentum_replicas)
-        module, momentum = self._policy_module(), self._momentum()
-
-        def one_model(**kwargs):
-            def tensors():
-                policy, _ = gather(**kwargs)
-                if receives_momentum:
-                    _drain(policy)
-                else:
-                    yield from policy
-                with momentum.swapped_into(module):
-                    held, _ = gather(**kwargs)
-                    if receives_momentum:
-                        yield from held
-                    else:
-                        _drain(held)
-
-            return tensors(), None
-
-        engine.get_per_tensor_param = one_model
+        engine.get_per_tensor_param = one_model_per_replica(
+            gather,
+            self._momentum(),
+            self._policy_module(),
+            receives_momentum=int(self.rollout.replica_rank) in set(momentum_replicas),
+        )
         try:
             return await super().update_weights(global_steps=global_steps, mode="naive")
         finally:
