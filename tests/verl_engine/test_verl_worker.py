@@ -136,3 +136,28 @@ def test_momentum_worker_on_fsdp2_shards(workers, base, tmp_path_factory, toy_di
     summary, records = evaluate_model(tmp / "hf_policy", toy_dir / "data" / "test.parquet", spec)
     assert len(records) == 4 and 0.0 <= summary["accuracy"] <= 1.0
     assert Path(tmp / "hf_policy" / "tokenizer_config.json").exists()
+
+
+def test_a_dead_replica_is_named_by_the_failure(workers):
+    """The liveness probe behind the split scheme's error: a killed Ray actor (as a dead vLLM
+    server is) is reported dead, a live one alive, and the error names the dead one's group."""
+    import ray
+
+    from mgrpo.engines.verl.replicas import SPLIT
+    from mgrpo.engines.verl.rollout import Rollouts, _alive
+
+    @ray.remote(num_cpus=0)
+    class Server:
+        def ping(self) -> int:
+            return 1
+
+    live, dead = Server.remote(), Server.remote()
+    ray.get([live.ping.remote(), dead.ping.remote()])
+    ray.kill(dead)
+    assert _alive(live) and not _alive(dead)
+    rollouts = Rollouts(trainer=None, scheme=SPLIT, momentum_replicas=[1])
+    rollouts.ranks = {"a": 0, "b": 1}
+    rollouts.servers = {"policy": {"a": live}, "momentum": {"b": dead}}
+    error = rollouts._failure("momentum", RuntimeError("request lost"))
+    assert "momentum group: replica(s) [1] died" in str(error)
+    assert "replicas [0] failed" in str(rollouts._failure("policy", RuntimeError("timeout")))
