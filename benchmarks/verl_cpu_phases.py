@@ -3,6 +3,12 @@ under each rollout scheme (mgrpo_iqr: split, mgrpo_iqr_sequential: sequential).
 
     .venv-verl-cpu/bin/snakemake --cores 2 --configfile config/verl-cpu.yaml   # the run
     .venv-verl-cpu/bin/python benchmarks/verl_cpu_phases.py [RESULTS]          # default results/
+    .venv-verl-cpu/bin/python benchmarks/verl_cpu_phases.py --train DIR [--steps 6]
+
+``--train DIR`` first trains the three runs of ``config/verl-cpu.yaml`` (SRT, M-GRPO+IQR under
+the split scheme, M-GRPO+IQR under the sequential scheme) for ``--steps`` steps in one chunk
+each, one after the other in one workflow run in DIR, without evaluation, kill or scheme check,
+then reports on DIR/results: the measurement behind docs/verl-engine.md's tables.
 
 Reads only what the run wrote: each chunk's log (the ``[mgrpo] <time> <event>`` marks of the
 launcher, the task runner and the worker), each chunk's Snakemake benchmark file (the job's wall
@@ -86,11 +92,38 @@ def mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
+def train(directory: Path, steps: int) -> Path:
+    """The three runs of config/verl-cpu.yaml, one chunk of ``steps`` each, trained in
+    ``directory`` by the workflow (training jobs only); returns its results/."""
+    import subprocess
+
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "verl-cpu.yaml").read_text())
+    config["training"].update(steps=steps, chunk_steps=steps, schedule_steps=steps)
+    for run in config["runs"].values():
+        run.pop("verl_overrides", None)  # the scheme check is an audit, not part of a step
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    subprocess.run(
+        [
+            str(Path(sys.executable).with_name("snakemake")),
+            "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(directory),
+            "--configfile", str(directory / "config.yaml"), "--cores", "2",
+            "--until", "train_chunk",
+        ],
+        check=True,
+    )  # fmt: skip
+    return directory / "results"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="?", default="results", type=Path)
+    parser.add_argument("--train", type=Path, metavar="DIR", help="train the runs first, in DIR")
+    parser.add_argument("--steps", type=int, default=6, help="steps per run with --train")
     args = parser.parse_args()
-    results: Path = args.results
+    results: Path = train(args.train, args.steps) if args.train else args.results
     runs = sorted(p.name for p in (results / "runs").iterdir() if p.is_dir())
     step_times: dict[str, list[float]] = {}
     for run in runs:
