@@ -75,7 +75,7 @@ def test_the_cpu_paper_path_config_plans_verl_chunks_and_vllm_evaluations(checko
     chunks = sorted(o for rule, outs in jobs if rule == "train_chunk" for o in outs if "/step" in o)
     assert chunks == [
         f"results/runs/{run}/checkpoints/step{step}"
-        for run in ("mgrpo_iqr", "srt")
+        for run in ("mgrpo_iqr", "mgrpo_iqr_sequential", "srt")
         for step in (2, 4)
     ]
 
