@@ -10,13 +10,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-from support import TINY_TOY, TINY_TRAINING, run_settings
+from support import REPO, TINY_TOY, TINY_TRAINING, run_settings
 
-from mgrpo.config import ConfigError, validate_config
+from mgrpo.config import ConfigError, load_config, validate_config
 from mgrpo.report.cli import add_report_parser
 from mgrpo.report.collapse import collapse_table
 from mgrpo.report.figures import FigureData, plot_accuracy, plot_collapse
 from mgrpo.report.label_free import LabelFreeRule
+from mgrpo.report.seeds import seed_groups
 
 STEPS = [0, 10, 20, 30]
 # Accuracy on "test" per run; every seed peaks at its own step, so an arm's Best averages the
@@ -136,6 +137,19 @@ def test_an_arm_row_must_name_the_seeds_of_one_arm(runs, message):
         config(tables=tables)
     with pytest.raises(ConfigError, match="unknown run 'zz'"):
         config(tables={"t": {"title": "t", "rows": [{"runs": ["a1", "zz"], "pick": "final"}]}})
+
+
+def test_the_embedded_default_shows_every_arm_over_three_seeds():
+    default = load_config(REPO / "config" / "config.yaml")
+    from mgrpo.settings import resolve_run_settings
+
+    runs = {name: resolve_run_settings(default, name) for name in default["runs"]}
+    arms = {label: len(members) for label, members in seed_groups(runs).items()}
+    assert {"SRT", "M-GRPO", "M-GRPO+IQR"} <= set(arms)
+    assert min(arms.values()) >= 3
+    for spec in default["report"]["tables"].values():
+        for row in spec["rows"]:
+            assert row["pick"] == "base" or len(row.get("runs", [])) >= 3, row
 
 
 def figure_data() -> FigureData:
