@@ -114,7 +114,12 @@ def _check_report(cfg: Mapping[str, Any]) -> None:
                     f"({sorted(published)})"
                 )
         for i, row in enumerate(spec["rows"]):
-            check_run(row["run"], f"{where}.rows.{i}.run")
+            if "runs" in row:
+                for j, run in enumerate(row["runs"]):
+                    check_run(run, f"{where}.rows.{i}.runs.{j}")
+                _check_arm(cfg, row["runs"], f"{where}.rows.{i}.runs")
+            else:
+                check_run(row["run"], f"{where}.rows.{i}.run")
             if "paper_row" not in row:
                 continue
             if "paper" not in spec:
@@ -136,6 +141,24 @@ def _check_report(cfg: Mapping[str, Any]) -> None:
         for p, panel in enumerate(spec.get("panels", [])):
             for i, run in enumerate(panel["runs"]):
                 check_run(run, f"report.figures.{figure}.panels.{p}.runs.{i}")
+
+
+def _check_arm(cfg: Mapping[str, Any], runs: list[str], key: str) -> None:
+    """The runs of a table row averaged over seeds: distinct runs differing only in ``seed``."""
+    from mgrpo.report.seeds import seed_groups
+    from mgrpo.settings import resolve_run_settings
+
+    if len(set(runs)) != len(runs):
+        raise ConfigError(f"config key '{key}': a run is listed twice")
+    settings = {run: resolve_run_settings(cfg, run) for run in runs}
+    if len(seed_groups(settings)) != 1:
+        raise ConfigError(
+            f"config key '{key}': {runs} differ in more than their seed, so they are not the "
+            "seeds of one arm"
+        )
+    seeds = [s["seed"] for s in settings.values()]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"config key '{key}': two runs have the same seed {seeds}")
 
 
 def _check_benchmark_kind(bench: str, spec: Mapping[str, Any]) -> None:

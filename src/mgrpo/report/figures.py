@@ -6,11 +6,16 @@ a "no evaluations yet" mark instead of failing the figure. Collapse steps come f
 collapse.csv (the detector), never recomputed here, so figures and tables always mark the same
 checkpoints. Metrics may hold nulls (a value a step did not log): each curve drops them rather
 than drawing a gap as zero.
+
+Runs that differ only in ``seed`` (:func:`mgrpo.report.seeds.seed_groups`) are one arm: a
+figure draws an arm of several seeds as its mean over seeds, bold, with a band of ± one sample
+sd and each seed's own curve faint beneath it.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +33,7 @@ from matplotlib.lines import Line2D
 
 from mgrpo.io import atomic_path
 from mgrpo.report import FIGURES
+from mgrpo.report.seeds import seed_groups
 
 if TYPE_CHECKING:
     from mgrpo.settings import RunSettings
@@ -91,6 +97,45 @@ class FigureData:
             return f"C{index}"
         return plt.get_cmap("tab20")(index % 20)
 
+    def arms(self, runs: Sequence[str]) -> list[tuple[str, list[str]]]:
+        """``runs`` as (label, runs) arms, in the order given: runs that differ only in seed
+        are one arm, labelled by the method (and what else differs) and its seed count."""
+        try:
+            groups = seed_groups({run: self.runs[run] for run in runs})
+        except ValueError:  # two arms would share a label: draw every run on its own
+            groups = {run: [run] for run in runs}
+        arms = []
+        for label, members in sorted(groups.items(), key=lambda g: list(runs).index(g[1][0])):
+            if len(members) == 1:
+                arms.append((self.label(members[0]), members))
+                continue
+            done = sum(self.evaluated(run) for run in members)
+            seeds = (
+                f"{len(members)} seeds"
+                if done == len(members)
+                else (f"{done} of {len(members)} seeds evaluated")
+            )
+            arms.append((f"{label} ({seeds})", members))
+        return arms
+
+    def accuracy_band(self, runs: Sequence[str], benchmark: str) -> pd.DataFrame:
+        """Per step, over ``runs``: mean, sample sd (0 with one run) and count of accuracy."""
+        rows = self.evals[self.evals["run"].isin(runs) & (self.evals["benchmark"] == benchmark)]
+        grouped = rows.groupby("step")["accuracy"]
+        band = pd.DataFrame(
+            {"mean": grouped.mean(), "sd": grouped.std().fillna(0.0), "n": grouped.count()}
+        )
+        return band.reset_index().sort_values("step")
+
+    def metric_mean(self, runs: Sequence[str], column: str) -> pd.DataFrame:
+        """(step, value): one metric's mean over ``runs`` per step, nulls dropped first."""
+        curves = [self.metric(run, column) for run in runs]
+        curves = [c for c in curves if not c.empty]
+        if not curves:
+            return pd.DataFrame({"step": [], column: []})
+        both = pd.concat(curves)
+        return both.groupby("step", as_index=False)[column].mean().sort_values("step")
+
     def verdict(self, run: str) -> Mapping[str, Any]:
         return self.collapse.set_index("run").loc[run].to_dict()
 
@@ -123,6 +168,17 @@ def _plot_smoothed(ax: Axes, curve: pd.DataFrame, column: str, color: str, label
     ax.plot(curve["step"], smooth, color=color, linewidth=2, label=label)
 
 
+def _plot_band(ax: Axes, band: pd.DataFrame, color: str, label: str) -> None:
+    """An arm's mean accuracy over its seeds, bold, with a band of ± one sample sd."""
+    if band.empty:
+        return
+    ax.fill_between(
+        band["step"], band["mean"] - band["sd"], band["mean"] + band["sd"], color=color, alpha=0.15
+    )
+    ax.plot(band["step"], band["mean"], marker="o", markersize=5, linewidth=2.5, color=color,
+            label=label)  # fmt: skip
+
+
 def _no_data(ax: Axes, what: str, y: float = 0.5) -> None:
     ax.text(0.5, y, f"no {what} logged", ha="center", va="center", transform=ax.transAxes)
 
@@ -142,24 +198,35 @@ def plot_accuracy(data: FigureData) -> Figure:
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(5.5 * ncols, 4 * nrows), squeeze=False, layout="constrained"
     )
+    arms = data.arms(data.runs_for("fig1_accuracy"))
     for ax, bench in zip(axes.flat, data.benchmarks, strict=False):
-        for run in data.runs_for("fig1_accuracy"):
-            curve = data.accuracy(run, bench)
-            color = data.color(run)
-            ax.plot(
-                curve["step"],
-                curve["accuracy"],
-                marker="o",
-                markersize=4,
-                color=color,
-                label=data.label(run),
-            )
-            step = data.collapse_step(run)
-            if step is None:
-                continue
-            ax.axvline(step, color=color, linestyle=":", linewidth=1.5)
-            at = curve[curve["step"] == step]
-            ax.plot(at["step"], at["accuracy"], marker="x", markersize=11, mew=2.5, color=color)
+        for label, runs in arms:
+            color = data.color(runs[0])
+            if len(runs) > 1:
+                _plot_band(ax, data.accuracy_band(runs, bench), color, label)
+            for run in runs:
+                curve = data.accuracy(run, bench)
+                seed = len(runs) > 1  # an arm's seeds: faint, unlabelled, beneath the mean
+                ax.plot(
+                    curve["step"],
+                    curve["accuracy"],
+                    marker="o",
+                    markersize=2 if seed else 4,
+                    color=color,
+                    alpha=0.35 if seed else 1.0,
+                    linewidth=1 if seed else 1.5,
+                    label=f"_{run}" if seed else label,
+                )
+                step = data.collapse_step(run)
+                if step is None:
+                    continue
+                if not seed:
+                    ax.axvline(step, color=color, linestyle=":", linewidth=1.5)
+                at = curve[curve["step"] == step]
+                size, mew = (7, 1.5) if seed else (11, 2.5)
+                ax.plot(
+                    at["step"], at["accuracy"], marker="x", markersize=size, mew=mew, color=color
+                )
         title = f"{bench} (picks Best)" if bench == data.select_on else bench
         _finish(ax, "training step", "accuracy", title, legend=False)
     for ax in axes.flat[len(data.benchmarks) :]:
@@ -196,23 +263,29 @@ def plot_entropy(data: FigureData) -> Figure:
         layout="constrained",
     )
     for ax, (title, runs) in zip(axes.flat, panels, strict=True):
-        for run in runs:
-            curve = data.metric(run, "entropy_policy")
-            _plot_smoothed(ax, curve, "entropy_policy", data.color(run), data.label(run))
+        for label, arm in data.arms(runs):
+            curve = data.metric_mean(arm, "entropy_policy")
+            _plot_smoothed(ax, curve, "entropy_policy", data.color(arm[0]), label)
         if not ax.lines:
             _no_data(ax, "policy entropy")
         _finish(ax, "training step", "policy entropy", title)
-    fig.suptitle(f"Policy entropy (rolling mean over {SMOOTH_WINDOW} steps; raw values faint)")
+    fig.suptitle(
+        f"Policy entropy (rolling mean over {SMOOTH_WINDOW} steps; raw values faint; "
+        "an arm of several seeds: their mean)"
+    )
     return fig
 
 
 def plot_reward_accuracy(data: FigureData) -> Figure:
     """Figure 4: training reward (left) and validation accuracy (right) per run."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
-    for run in data.runs_for("fig4_reward_accuracy"):
-        color, label = data.color(run), data.label(run)
-        _plot_smoothed(left, data.metric(run, "reward_mean"), "reward_mean", color, label)
-        curve = data.accuracy(run, data.select_on)
+    for label, runs in data.arms(data.runs_for("fig4_reward_accuracy")):
+        color = data.color(runs[0])
+        _plot_smoothed(left, data.metric_mean(runs, "reward_mean"), "reward_mean", color, label)
+        if len(runs) > 1:
+            _plot_band(right, data.accuracy_band(runs, data.select_on), color, label)
+            continue
+        curve = data.accuracy(runs[0], data.select_on)
         right.plot(
             curve["step"], curve["accuracy"], marker="o", markersize=4, color=color, label=label
         )
@@ -257,18 +330,52 @@ def _collapse_panel(ax: Axes, data: FigureData, run: str) -> None:
     _finish(ax, "training step", "fraction", f"{title}, drop {100 * verdict['drop']:.1f} points")
 
 
+def _arm_collapse_panel(ax: Axes, data: FigureData, label: str, runs: Sequence[str]) -> None:
+    """One arm's seeds: mean reward, pseudo-label accuracy and validation accuracy (± sd band),
+    each seed's collapse step marked."""
+    reward = data.metric_mean(runs, "reward_mean")
+    _plot_smoothed(ax, reward, "reward_mean", "C0", "training reward (mean over seeds)")
+    labels = data.metric_mean(runs, "label_accuracy")
+    _plot_smoothed(ax, labels, "label_accuracy", "C1", "pseudo-label accuracy (mean over seeds)")
+    ax.set_ylim(0, 1.02)
+    done = [run for run in runs if data.evaluated(run)]
+    if not done:
+        ax.text(0.5, 0.5, "no evaluations yet", ha="center", va="center", transform=ax.transAxes)
+        _finish(ax, "training step", "fraction", f"{label}: not evaluated yet")
+        return
+    band = data.accuracy_band(done, data.select_on)
+    _plot_band(ax, band, "C2", f"validation accuracy ({data.select_on}), mean ± sd")
+    steps = [data.collapse_step(run) for run in done]
+    for i, step in enumerate(s for s in steps if s is not None):
+        ax.axvline(step, color="red", linestyle="--", linewidth=1.2,
+                   label="collapse (one line per seed)" if i == 0 else None)  # fmt: skip
+    drops = [100 * float(data.verdict(run)["drop"]) for run in done]
+    sd = f" ± {statistics.stdev(drops):.1f}" if len(drops) > 1 else ""
+    collapsed = sum(step is not None for step in steps)
+    _finish(
+        ax,
+        "training step",
+        "fraction",
+        f"{label}: collapse in {collapsed} of {len(done)}, drop {statistics.fmean(drops):.1f}{sd}"
+        " points",
+    )
+
+
 def plot_collapse(data: FigureData) -> Figure:
     """Figure 5: one panel per configured run (the paper: SRT on Qwen2.5-3B and -7B, Intuitor on
     Qwen2.5-3B): training reward rises while pseudo-label and validation accuracy fall."""
-    runs = data.runs_for("fig5_collapse")
-    ncols = min(len(runs), 3)
-    nrows = math.ceil(len(runs) / ncols)
+    arms = data.arms(data.runs_for("fig5_collapse"))
+    ncols = min(len(arms), 3)
+    nrows = math.ceil(len(arms) / ncols)
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(8 * ncols, 5 * nrows), squeeze=False, layout="constrained"
     )
-    for ax, run in zip(axes.flat, runs, strict=False):
-        _collapse_panel(ax, data, run)
-    for ax in axes.flat[len(runs) :]:
+    for ax, (label, runs) in zip(axes.flat, arms, strict=False):
+        if len(runs) == 1:
+            _collapse_panel(ax, data, runs[0])
+        else:
+            _arm_collapse_panel(ax, data, label, runs)
+    for ax in axes.flat[len(arms) :]:
         ax.set_visible(False)
     fig.suptitle("Label-free training: reward, pseudo-label accuracy and validation accuracy")
     return fig

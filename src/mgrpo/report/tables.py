@@ -2,7 +2,9 @@
 
 Rows name a run and which of its checkpoints to show. ``best`` is the step the collapse
 detector chose on the ``select_on`` benchmark (read from collapse.csv, never picked by hand),
-so a Best row means the same thing in every table and every rerun.
+so a Best row means the same thing in every table and every rerun. A row may instead name the
+seeds of one arm (``runs``: runs that differ only in ``seed``): its cells are then the mean ±
+sample sd over those runs, each at its own pick (each seed's own Best step, its Final step).
 
 A table with ``paper: Table N`` also carries, per cell, the number the paper printed and the
 difference to ours (see :mod:`mgrpo.report.paper`). Missing results never fail a table: a run,
@@ -11,6 +13,7 @@ checkpoint or benchmark not in ``results/`` (yet) leaves its cells empty, and a 
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -39,18 +42,27 @@ PICKS = ("base", "best", "final", "best_and_final")
 @dataclass(frozen=True)
 class TableRow:
     """One checkpoint shown in a table; ``step`` None = not evaluated (yet), ``run`` None = a
-    printed row of the paper that no configured run stands for."""
+    printed row of the paper that no configured run stands for, unless ``seeds`` is set: then
+    the row is an arm's, and ``seeds`` holds each seed's (run, step) whose cells it averages."""
 
     label: str
     run: str | None
     step: int | None
     paper_row: int | None = None
+    seeds: tuple[tuple[str, int | None], ...] = ()
+
+    @property
+    def checkpoints(self) -> tuple[tuple[str | None, int | None], ...]:
+        """The (run, step) checkpoints whose accuracy the row's cells show (or average)."""
+        return self.seeds or ((self.run, self.step),)
 
 
 @dataclass(frozen=True)
 class Cell:
-    ours: float | None
+    ours: float | None  # an arm's row: the mean over its evaluated seeds
     printed: Printed | None = None  # what the paper printed here (paper tables only)
+    sd: float | None = None  # an arm's row: sample sd over its seeds (None with one seed)
+    n: int = 1  # an arm's row: how many seeds the mean is over
 
     @property
     def difference(self) -> Decimal | None:
@@ -85,6 +97,35 @@ def _step(value: Any) -> int | None:
     return None if pd.isna(value) else int(value)
 
 
+def _picks(
+    run: str,
+    pick: str,
+    verdicts: pd.DataFrame,
+    runs: Mapping[str, RunSettings] | None,
+    notes: list[str],
+) -> dict[str, int | None]:
+    """The steps of ``run`` that ``pick`` shows: {"base"|"best"|"final": step or None}."""
+    best, last = _step(verdicts.at[run, "best_step"]), _step(verdicts.at[run, "final_step"])
+    steps = runs[run].steps if runs else None
+    if pick in ("best", "best_and_final", "final"):
+        if last is None:
+            _add_note(notes, f"`{run}`: no evaluations in results/ yet, its cells are empty.")
+        elif steps is not None and last < steps:
+            _add_note(
+                notes,
+                f"`{run}`: evaluated up to step {last} of {steps} (in progress): its Best "
+                "row is the best so far and its Final row is empty.",
+            )
+    out: dict[str, int | None] = {}
+    if pick == "base":
+        out["base"] = 0
+    if pick in ("best", "best_and_final"):
+        out["best"] = best if last else None  # the base model is not a trained checkpoint
+    if pick in ("final", "best_and_final"):
+        out["final"] = last if is_finished(last, steps) else None
+    return out
+
+
 def expand_rows(
     rows: Sequence[Mapping[str, Any]],
     collapse: pd.DataFrame,
@@ -97,41 +138,43 @@ def expand_rows(
 
     ``runs`` (settings with their ``steps``) tells a finished run from one in progress: an
     unfinished run's Final row stays empty and its Best row is the best so far, said in ``notes``.
+    A spec with ``runs`` (an arm's seeds) becomes one row per pick whose ``seeds`` hold every
+    seed's own step.
     """
     verdicts = collapse.set_index("run")
     notes = [] if notes is None else notes
     out = []
     for row in rows:
-        run, pick = row["run"], row["pick"]
+        members = list(row["runs"]) if "runs" in row else [row["run"]]
+        pick = row["pick"]
         if pick not in PICKS:
             raise ValueError(
-                f"table row for run {run!r}: unknown pick {pick!r}; use one of {PICKS}"
+                f"table row for run {members[0]!r}: unknown pick {pick!r}; use one of {PICKS}"
             )
-        if run not in verdicts.index:
-            raise ValueError(f"table row: run {run!r} is not in the collapse table")
+        for run in members:
+            if run not in verdicts.index:
+                raise ValueError(f"table row: run {run!r} is not in the collapse table")
         paper_row = row.get("paper_row")
-        name = labels.get(run, run)
         printed = paper.rows[paper_row].label if paper and paper_row in paper.rows else None
-        best, last = _step(verdicts.at[run, "best_step"]), _step(verdicts.at[run, "final_step"])
-        steps = runs[run].steps if runs else None
-        if pick in ("best", "best_and_final", "final"):
-            if last is None:
-                _add_note(notes, f"`{run}`: no evaluations in results/ yet, its cells are empty.")
-            elif steps is not None and last < steps:
-                _add_note(
-                    notes,
-                    f"`{run}`: evaluated up to step {last} of {steps} (in progress): its Best "
-                    "row is the best so far and its Final row is empty.",
+        chosen = [_picks(run, pick, verdicts, runs, notes) for run in members]
+        if "runs" in row:
+            name = row.get("label") or " / ".join(labels.get(r, r) for r in members)
+        else:
+            name = labels.get(members[0], members[0])
+        defaults = {"base": "Original", "best": f"{name}_Best", "final": f"{name}_Final"}
+        for kind in ("base", "best", "final"):
+            if kind not in chosen[0]:
+                continue
+            if "runs" in row and kind != "base":  # every seed starts from the same base model
+                label = row["label"] if "label" in row and pick != "best_and_final" else None
+                label = label or printed or defaults[kind]
+                seeds = tuple(
+                    (run, picks[kind]) for run, picks in zip(members, chosen, strict=True)
                 )
-        if pick == "base":
-            out.append(TableRow(row.get("label", printed or "Original"), run, 0, paper_row))
-        if pick in ("best", "best_and_final"):
-            step = best if last else None  # the base model is not a trained checkpoint
-            out.append(TableRow(row.get("label", printed or f"{name}_Best"), run, step, paper_row))
-        if pick in ("final", "best_and_final"):
-            step = last if is_finished(last, steps) else None
-            label = row.get("label", printed or f"{name}_Final")
-            out.append(TableRow(label, run, step, paper_row))
+                out.append(TableRow(label, None, None, paper_row, seeds))
+            else:
+                label = row.get("label", printed or defaults[kind])
+                out.append(TableRow(label, members[0], chosen[0][kind], paper_row))
     return out
 
 
@@ -171,22 +214,32 @@ def build_table(
         printed_row = paper.rows.get(row.paper_row) if paper and row.paper_row else None
         if paper and row.paper_row is not None and printed_row is None:
             raise ValueError(f"row {row.label!r}: {paper.name} has no printed row {row.paper_row}")
-        if row.run is None and printed_row is not None:
+        if row.run is None and not row.seeds and printed_row is not None:
             table.note(f"{paper.name} row {row.paper_row} ({row.label}): no run configured.")
-        cells, missing = {}, []
+        cells, missing = {}, {}
         for bench in columns:
-            ours = None
-            key = (row.run, row.step, bench)
-            if row.step is not None and bench in benchmarks:
+            values = []
+            for run, step in row.checkpoints:
+                key = (run, step, bench)
+                if step is None or bench not in benchmarks:
+                    continue
                 if key in accuracy.index:
-                    ours = float(accuracy.loc[key])
+                    values.append(float(accuracy.loc[key]))
                 else:
-                    missing.append(bench)
+                    missing.setdefault((run, step), []).append(bench)
             printed = printed_row.cells.get(bench) if printed_row else None
-            cells[bench] = Cell(ours, printed)
+            if row.seeds:
+                cells[bench] = _seed_cell(values, printed)
+            else:
+                cells[bench] = Cell(values[0] if values else None, printed)
+            if row.seeds and values and len(values) < len(row.seeds):
+                table.note(
+                    f"{row.label}: {bench} is the mean over the {len(values)} of "
+                    f"{len(row.seeds)} seeds evaluated so far."
+                )
         table.cells.append(cells)
-        if missing:
-            table.note(f"`{row.run}` step {row.step}: not evaluated on {', '.join(missing)} yet.")
+        for (run, step), benches in missing.items():
+            table.note(f"`{run}` step {step}: not evaluated on {', '.join(benches)} yet.")
         if printed_row is not None:
             where = f"{paper.name} row {printed_row.number} ({printed_row.label})"
             for text in printed_row.notes:
@@ -196,8 +249,24 @@ def build_table(
     return table
 
 
+def _seed_cell(values: Sequence[float], printed: Printed | None) -> Cell:
+    """An arm's cell: mean and sample sd over its seeds' accuracies (empty without any)."""
+    if not values:
+        return Cell(None, printed, None, 0)
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    return Cell(statistics.fmean(values), printed, sd, len(values))
+
+
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}%"
+
+
+def _mean_sd(cell: Cell, percent: str = "%", pm: str = "±") -> str:
+    """``ours`` as a percentage; with ``± sd`` (points) for an arm's cell over several seeds."""
+    text = _percent(cell.ours).replace("%", percent)
+    if cell.ours is None or cell.sd is None:
+        return text
+    return f"{100 * cell.ours:.2f} {pm} {100 * cell.sd:.2f}{percent}"
 
 
 def _difference(cell: Cell) -> str:
@@ -222,15 +291,35 @@ def _header_notes(table: Table, select_on: str) -> list[str]:
     return notes
 
 
-def _values(table: Table, cells: Mapping[str, Cell], percent: str = "%") -> list[str]:
+def _values(
+    table: Table, cells: Mapping[str, Cell], percent: str = "%", pm: str = "±"
+) -> list[str]:
     values = []
     for bench in table.benchmarks:
         cell = cells[bench]
-        values.append(_percent(cell.ours).replace("%", percent))
+        values.append(_mean_sd(cell, percent, pm))
         if table.paper:
             printed = cell.printed.display() if cell.printed else ""
             values += [printed.replace("%", percent), _difference(cell)]
     return values
+
+
+def _run_step(row: TableRow) -> tuple[str, str]:
+    """The Run and Step cells: an arm's row lists every seed's run and step (``-`` = none)."""
+    if not row.seeds:
+        return row.run or "", "" if row.step is None else str(row.step)
+    steps = ["-" if step is None else str(step) for _, step in row.seeds]
+    shown = steps[0] if len(set(steps)) == 1 else "/".join(steps)
+    return " ".join(run for run, _ in row.seeds), "" if shown == "-" else shown
+
+
+def _seed_notes(table: Table) -> list[str]:
+    if not any(row.seeds for row in table.rows):
+        return []
+    return [
+        "A row over several runs (the seeds of one arm) shows the mean ± sample standard "
+        "deviation over its seeds, in points, each seed at its own step (Step lists them)."
+    ]
 
 
 def to_markdown(table: Table, select_on: str) -> str:
@@ -243,25 +332,37 @@ def to_markdown(table: Table, select_on: str) -> str:
     lines.append(markdown_row(header))
     lines.append("|" + "|".join([":--", ":--", *["--:"] * (len(header) - 2)]) + "|")
     for row, row_cells in zip(table.rows, table.cells, strict=True):
-        step = "" if row.step is None else str(row.step)
-        run = f"`{row.run}`" if row.run else ""
+        run, step = _run_step(row)
+        run = " ".join(f"`{r}`" for r in run.split()) if run else ""
         lines.append(markdown_row([row.label, run, step, *_values(table, row_cells)]))
     lines.append("")
-    lines += [f"- {note}" for note in _header_notes(table, f"`{select_on}`") + table.notes]
+    notes = _header_notes(table, f"`{select_on}`") + _seed_notes(table) + table.notes
+    lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
 def to_csv(table: Table) -> str:
     """Machine-readable: raw fractions at full precision, the run and step of each row, and for
-    a paper table ``{bench}_paper`` (the printed value as a fraction) and ``{bench}_diff``."""
+    a paper table ``{bench}_paper`` (the printed value as a fraction) and ``{bench}_diff``.
+
+    A table with arm rows (seeds) also has ``steps`` and, per benchmark, ``{bench}_sd`` and
+    ``{bench}_n``; an arm row's ``run`` lists its runs (space-separated), ``step`` is empty and
+    ``steps`` lists each seed's step (``-`` = none), ``{bench}`` is the mean over seeds."""
+    arms = any(row.seeds for row in table.rows)
     records = []
     for row, row_cells in zip(table.rows, table.cells, strict=True):
-        record: dict[str, Any] = {"label": row.label, "run": row.run, "step": row.step}
+        run, steps = _run_step(row)
+        record: dict[str, Any] = {"label": row.label, "run": run or None, "step": row.step}
+        if arms:
+            record["steps"] = " ".join("-" if s is None else str(s) for _, s in row.seeds) or steps
         if table.paper:
             record["paper_row"] = row.paper_row
         for bench in table.benchmarks:
             cell = row_cells[bench]
             record[bench] = cell.ours
+            if arms:
+                record[f"{bench}_sd"] = cell.sd
+                record[f"{bench}_n"] = cell.n if cell.ours is not None else 0
             if table.paper:
                 fraction = cell.printed.fraction if cell.printed else None
                 diff = cell.difference
@@ -298,7 +399,8 @@ def to_latex(table: Table, select_on: str) -> str:
     """A booktabs ``tabular`` to ``\\input`` into a paper; title and notes as comments."""
     width = 3 if table.paper else 1
     lines = [f"% {table.title}"]
-    lines += [f"% {note}" for note in _header_notes(table, select_on) + table.notes]
+    notes = _header_notes(table, select_on) + _seed_notes(table) + table.notes
+    lines += [f"% {note}" for note in notes]
     lines += [r"\begin{tabular}{l" + "r" * (len(table.benchmarks) * width + 1) + "}", r"\toprule"]
     if table.paper:
         groups = [rf"\multicolumn{{3}}{{c}}{{{latex_escape(b)}}}" for b in table.benchmarks]
@@ -311,8 +413,8 @@ def to_latex(table: Table, select_on: str) -> str:
         lines.append(" & ".join(header) + r" \\")
     lines.append(r"\midrule")
     for row, row_cells in zip(table.rows, table.cells, strict=True):
-        step = "" if row.step is None else str(row.step)
-        values = _values(table, row_cells, percent=r"\%")
+        step = _run_step(row)[1]
+        values = _values(table, row_cells, percent=r"\%", pm=r"$\pm$")
         lines.append(" & ".join([latex_escape(row.label), step, *values]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
