@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,7 +14,9 @@ from support import TINY_TOY
 # The Hugging Face hub is unreachable here and in CI: make any accidental hub access fail fast.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_var] = "1"
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="mgrpo-hf-home-"))
+if "HF_HOME" not in os.environ:  # an empty cache of this test process's own, removed at exit
+    os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="mgrpo-hf-home-")
+    atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -60,6 +60,27 @@ def snakemake(workdir: Path, *targets: str) -> list[str]:
     ]  # fmt: skip
 
 
+def failure_report(workflow_log: Path, lines: int = 80) -> str:
+    """The tail of a workflow's log and of every failed job's log: what CI shows of a failure
+    (the run's directory is gone once CI ends)."""
+    text = workflow_log.read_text(errors="replace")
+    failed_logs, in_error = [], False
+    for line in text.splitlines():
+        if line.startswith("Error in rule"):
+            in_error = True
+        elif in_error and line.strip().startswith("log:"):
+            in_error = False
+            for word in line.split()[1:]:
+                path = workflow_log.parent / word.rstrip(",")
+                if path.is_file() and path not in failed_logs:
+                    failed_logs.append(path)
+    parts = [(workflow_log, text)] + [(p, p.read_text(errors="replace")) for p in failed_logs]
+    return "\n".join(
+        f"--- last {lines} lines of {path} ---\n" + "\n".join(body.splitlines()[-lines:])
+        for path, body in parts
+    )
+
+
 def kill_tree(process) -> None:
     """SIGKILL a process and every descendant (Ray's daemons and workers, vLLM's engine)."""
     import psutil
@@ -100,9 +121,17 @@ def kill_chunk_after_state(workdir: Path, env: dict[str, str], kept: Path) -> No
     try:
         while not marker.exists():
             if orchestrator.poll() is not None:
-                pytest.fail(f"the workflow ended before the step-{KILLED_STEP} state: {log.name}")
+                log.flush()
+                pytest.fail(
+                    f"the workflow ended before the step-{KILLED_STEP} state:\n"
+                    + failure_report(Path(log.name))
+                )
             if time.monotonic() > deadline:
-                pytest.fail(f"no step-{KILLED_STEP} state after 25 minutes: {log.name}")
+                log.flush()
+                pytest.fail(
+                    f"no step-{KILLED_STEP} state after 25 minutes:\n"
+                    + failure_report(Path(log.name))
+                )
             time.sleep(0.1)
         job = train_job(psutil.Process(orchestrator.pid))
         assert job is not None, "no mgrpo train process under Snakemake"
@@ -141,5 +170,6 @@ def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> CpuRun:
             done = subprocess.run(
                 snakemake(workdir), env=env, stdout=log, stderr=subprocess.STDOUT, timeout=3000
             )
-        assert done.returncode == 0, f"the workflow failed: {workdir / 'workflow.log'}"
+        if done.returncode != 0:
+            pytest.fail("the workflow failed:\n" + failure_report(workdir / "workflow.log"))
     return CpuRun(workdir=workdir, kept=kept, config=config)
