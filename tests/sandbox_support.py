@@ -9,7 +9,7 @@ from typing import Any
 
 from support import fails_after
 
-from mgrpo.evaluation.sandbox import JAIL, Limits, Result, run_program
+from mgrpo.evaluation.sandbox import JAIL, Limits, Result, jail_owner_tag, run_program
 
 LIMITS = Limits(
     case_timeout_s=1.0,
@@ -51,7 +51,9 @@ def functional(entry_point: str, *pairs: tuple[str, str]) -> dict[str, Any]:
 
 
 def leftover_jails() -> list[int]:
-    """Processes still running this checkout's jail (there must be none after a run)."""
+    """Processes still running a jail this test process started (there must be none after a
+    run). Jails of other processes (a parallel test worker's) are not this test's."""
+    argv = [str(JAIL).encode(), jail_owner_tag().encode()]
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -59,6 +61,6 @@ def leftover_jails() -> list[int]:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if str(JAIL).encode() in cmdline:
+            if all(arg in cmdline.split(b"\0") for arg in argv):
                 pids.append(int(entry))
     return pids

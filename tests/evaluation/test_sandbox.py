@@ -8,9 +8,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from sandbox_support import LIMITS, SECRET_NAME, attack
+from sandbox_support import LIMITS, SECRET_NAME, attack, leftover_jails
 
-from mgrpo.evaluation.sandbox import run_program
+from mgrpo.evaluation.sandbox import JAIL, jail_owner_tag, run_program
 
 
 # ----------------------------------------------------------------------------- test modes
@@ -92,6 +92,29 @@ def test_fork_bomb_is_contained_and_killed(unharmed: Path) -> None:
     assert result.status in ("timeout", "runtime_error")
     assert result.seconds < LIMITS.total_timeout_s + 10
     # leftover_jails() (in `unharmed`) checks that no forked copy survives.
+
+
+def test_the_leftover_check_sees_this_process_jails_only() -> None:
+    """A jail left running is found (so `unharmed` can fail), one of another owner (a parallel
+    test worker's) is not. Both jails wait for a payload that never comes."""
+    import subprocess
+    import sys
+
+    jails = {
+        owner: subprocess.Popen(
+            [sys.executable, "-I", "-B", str(JAIL), jail_owner_tag(owner)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+        )
+        for owner in (os.getpid(), os.getpid() + 1)
+    }
+    try:
+        assert leftover_jails() == [jails[os.getpid()].pid]
+    finally:
+        for jail in jails.values():
+            jail.kill()
+            jail.wait()
+    assert leftover_jails() == []
 
 
 def test_process_count_is_limited(unharmed: Path) -> None:

@@ -79,6 +79,11 @@ class Result:
     seconds: float
 
 
+def jail_owner_tag(pid: int | None = None) -> str:
+    """The argument that names the process that started a jail (this one by default)."""
+    return f"owner={os.getpid() if pid is None else pid}"
+
+
 def _minimal_env(workdir: str) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -261,7 +266,9 @@ def run_program(program: str, tests: Mapping[str, Any], limits: Limits) -> Resul
         if uid is not None:  # the runner's uid must own its working directory
             os.chown(workdir, uid, uid)
         process = subprocess.Popen(
-            [sys.executable, "-I", "-B", str(JAIL)],
+            # The owner's pid in the jail's command line: `ps` (and a leftover check) can tell
+            # whose jail a process is when several evaluators share a machine.
+            [sys.executable, "-I", "-B", str(JAIL), jail_owner_tag()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
