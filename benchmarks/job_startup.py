@@ -11,6 +11,8 @@ imports, loading. Each command is timed ``--repeats`` times and the minimum kept
 may be shared). Then every command runs once more under ``python -X importtime`` and the
 benchmark lists which heavy packages it loaded and where its import time went (self time
 summed per top-level package, so the list does not depend on which module imported first).
+Last, the commands a local workflow hands to its job server (``mgrpo.jobserver``: train and
+eval) are timed again as forks of a server that has done their imports once.
 """
 
 from __future__ import annotations
@@ -196,14 +198,16 @@ def job_environment() -> dict[str, str]:
     return env
 
 
-def run(argv: list[str], cwd: Path, *, importtime: bool = False) -> tuple[float, str]:
+def run(
+    argv: list[str], cwd: Path, *, importtime: bool = False, env: dict[str, str] | None = None
+) -> tuple[float, str]:
     """Run ``python -m mgrpo argv``; its wall time and stderr. A failing job is an error."""
     flags = ["-X", "importtime"] if importtime else []
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, *flags, "-m", "mgrpo", *argv],
         cwd=cwd,
-        env=job_environment(),
+        env=env or job_environment(),
         capture_output=True,
         text=True,
     )
@@ -230,6 +234,36 @@ def import_profile(stderr: str, top: int) -> dict[str, object]:
         "import_seconds": round(sum(per_package.values()) / 1e6, 3),
         "slowest_packages": {name: round(us / 1e6, 3) for name, us in slowest},
     }
+
+
+def on_job_server(commands: dict[str, list[str]], work: Path, repeats: int) -> dict[str, float]:
+    """The warm commands again, forked from a job server as a local workflow runs them
+    (mgrpo.jobserver; the rules' jobs inherit the server's environment and directory, and
+    Snakemake sets their thread counts)."""
+    from mgrpo import jobserver
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.clear()
+    os.environ.update(job_environment())
+    os.chdir(work)
+    server = jobserver.start(work / "job_server.log")
+    try:
+        env = {**os.environ, **dict.fromkeys(jobserver.THREAD_ENV, "1")}
+        run(["eval", "--help"], work, env=env)  # waits for the server to finish importing
+        timed = {}
+        for name, argv in commands.items():
+            if argv[0] in jobserver.WARM_COMMANDS:
+                timed[name] = round(min(run(argv, work, env=env)[0] for _ in range(repeats)), 3)
+                print(f"{name} on the job server: {timed[name]:.2f} s", flush=True)
+        served = (work / "job_server.log").read_text().count(" exit 0 ")
+        if served != 1 + repeats * len(timed):
+            raise RuntimeError(f"the job server ran {served} jobs: see {work}/job_server.log")
+        return timed
+    finally:
+        server.stop()
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 
 def main() -> None:
@@ -260,9 +294,24 @@ def main() -> None:
                 + ", ".join(f"{p} {s:.2f}" for p, s in profile["slowest_packages"].items()),
                 flush=True,
             )
+        result["job_server"] = on_job_server(rule_commands(work), work, args.repeats)
     worst = max(job["seconds"] for job in result["jobs"].values())
-    result.update(goal_seconds=GOAL_SECONDS, slowest_job_seconds=worst, repeats=args.repeats)
-    print(f"slowest job {worst:.2f} s (goal {GOAL_SECONDS} s)")
+    # What a local workflow's job costs: warm commands on the job server, the others alone.
+    in_workflow = {
+        name: result["job_server"].get(name, job["seconds"]) for name, job in result["jobs"].items()
+    }
+    over = {name: seconds for name, seconds in in_workflow.items() if seconds > GOAL_SECONDS}
+    result.update(
+        goal_seconds=GOAL_SECONDS,
+        slowest_job_seconds=worst,
+        workflow_job_seconds=in_workflow,
+        repeats=args.repeats,
+    )
+    print(f"slowest job {worst:.2f} s in its own process (goal {GOAL_SECONDS} s)")
+    print(
+        "over the goal in a local workflow (job server on): "
+        + (", ".join(f"{name} {seconds:.2f} s" for name, seconds in over.items()) or "none")
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

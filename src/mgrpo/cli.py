@@ -161,6 +161,12 @@ def cmd_copy_eval(args: argparse.Namespace) -> None:
     write_json(args.out, result)
 
 
+def cmd_job_server(args: argparse.Namespace) -> None:
+    from mgrpo.jobserver import serve
+
+    serve(args.socket, run, parent=args.parent)
+
+
 def _add_to_curves(tensorboard: str | None, result: dict[str, Any]) -> None:
     """An evaluation's numbers join its run's TensorBoard curves at its step."""
     from mgrpo.tracking import tensorboard_root, write_eval_scalars
@@ -245,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     _tensorboard_argument(p)
     p.set_defaults(func=cmd_copy_eval)
 
+    p = sub.add_parser(
+        "job-server", help="serve a local workflow's jobs from warm forks (the Snakefile starts it)"
+    )
+    p.add_argument("--socket", required=True, help="Unix socket to listen on")
+    p.add_argument("--parent", type=int, help="end when this process ends")
+    p.set_defaults(func=cmd_job_server)
+
     from mgrpo.report.cli import add_report_parser
 
     add_report_parser(sub)
@@ -257,14 +270,33 @@ LIBRARY_PROGRESS_SWITCHES = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABL
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``mgrpo ...``: on the workflow's job server when one serves this command, else here."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _library_switches()
+    if os.environ.get("MGRPO_JOB_SERVER"):
+        from mgrpo.jobserver import run_on_server
+
+        code = run_on_server(argv)
+        if code is not None:
+            raise SystemExit(code)
+    run(argv)
+
+
+def _library_switches() -> None:
     if not sys.stderr.isatty():
         for switch in LIBRARY_PROGRESS_SWITCHES:
             os.environ.setdefault(switch, "1")
+
+
+def run(argv: list[str]) -> None:
+    """Run ``mgrpo argv`` in this process."""
+    _library_switches()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
+        force=True,  # a job forked by the job server replaces the server's logging
     )
     from mgrpo.config import ConfigError
 

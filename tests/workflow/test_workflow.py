@@ -19,10 +19,14 @@ import pytest
 import yaml
 from launch import (
     REPORT_RULES,
+    SNAKEMAKE,
     planned,
     rules_of,
     snakemake,
+    snakemake_args,
     tiny_workflow_config,
+    user_env,
+    workdir_path,
     write_config,
 )
 from support import REPO, as_float32, tensorboard_scalars
@@ -181,6 +185,39 @@ def test_logging_settings_rerun_nothing(run_copy: Path) -> None:
     write_config(run_copy, config)
     proc = snakemake(run_copy, "--dry-run")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_training_and_evaluation_jobs_ran_on_one_job_server(finished_run: Path) -> None:
+    """mgrpo.jobserver: one server per local workflow run, every train and eval job forked from
+    it and finished there, and the server gone once Snakemake has ended."""
+    log = (finished_run / "results/logs/job_server.log").read_text().splitlines()
+    ready = [re.match(r"job server (\d+): ready on (.+)$", line) for line in log]
+    servers = [(int(m[1]), Path(m[2])) for m in ready if m]
+    assert len(servers) == 1, log
+    (pid, socket), *_ = servers
+    served = Counter(line.split(": ")[1] for line in log if re.match(r"job \d+: mgrpo ", line))
+    logs = finished_run / "results/logs"
+    trained = list((logs / "runs").rglob("train_to_step*.log"))
+    evaluated = [p for p in (logs / "eval").rglob("*.log") if p.parent.name != "step0"]
+    assert served == Counter({"mgrpo train": len(trained), "mgrpo eval": len(evaluated)})
+    assert sum(" exit 0 after " in line for line in log) == len(trained) + len(evaluated)
+    assert not Path(f"/proc/{pid}").exists(), "the job server outlived the workflow"
+    assert not socket.parent.exists(), "the workflow's end did not stop its job server"
+
+
+@pytest.mark.slow
+def test_the_job_server_can_be_turned_off(run_copy: Path) -> None:
+    (run_copy / "results/eval/srt/step2/hard.json").unlink()
+    log = run_copy / "results/logs/job_server.log"
+    before = log.read_text()
+    env = user_env(workdir_path(run_copy), MGRPO_NO_JOB_SERVER="1")
+    done = subprocess.run(
+        [str(SNAKEMAKE), *snakemake_args(run_copy)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert (run_copy / "results/eval/srt/step2/hard.json").exists()
+    assert log.read_text() == before  # no server started, the evaluation ran alone
 
 
 @pytest.mark.slow
