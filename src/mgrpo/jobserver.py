@@ -130,6 +130,11 @@ def run_on_server(argv: Sequence[str]) -> int | None:
     path = os.environ.get(ENV_VAR)
     if not path or not argv or argv[0] not in WARM_COMMANDS:
         return None
+    try:  # before the socket exists: it would take a closed descriptor's number
+        for fd in (0, 1, 2):
+            os.fstat(fd)
+    except OSError:  # e.g. a closed stdin: nothing to hand over
+        return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
@@ -151,8 +156,11 @@ def run_on_server(argv: Sequence[str]) -> int | None:
         job = reply["pid"]
 
         def forward(signum: int, frame: object) -> None:
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.killpg(job, signum)
+            except ProcessLookupError:  # not yet its own process group, or already gone
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(job, signum)
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, forward)

@@ -193,6 +193,20 @@ def test_a_job_the_server_cannot_serve_runs_in_its_own_process(
     ]
 
 
+def test_a_job_with_a_closed_stdin_runs_in_its_own_process(server: jobserver.Handle) -> None:
+    """Its descriptors cannot all be handed over: it must not fail for that."""
+    seen = len(server_lines(server))
+    done = subprocess.run(
+        [*MGRPO, "eval", "--help"],
+        env=job_env(server),
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert done.returncode == 0 and "usage: mgrpo eval" in done.stdout, done.stderr
+    assert server_lines(server, seen) == []
+
+
 def test_without_a_server_a_job_runs_in_its_own_process(tmp_path: Path) -> None:
     env = job_env(None, **{jobserver.ENV_VAR: str(tmp_path / "no-such-socket")})
     done = subprocess.run([*MGRPO, "eval", "--help"], env=env, capture_output=True, text=True)
