@@ -95,12 +95,11 @@ def preload() -> None:
 # ------------------------------------------------------------------------------ messages
 def _send(conn: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
     data = json.dumps(message).encode() + b"\n"
-    if fds:
-        conn.sendmsg(
-            [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
-        )
-    else:
-        conn.sendall(data)
+    sent = 0
+    if fds:  # the descriptors travel with the first bytes (a signal may cut a send short)
+        rights = array.array("i", fds).tobytes()
+        sent = conn.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+    conn.sendall(data[sent:])
 
 
 def _receive(conn: socket.socket, with_fds: int = 0) -> tuple[dict[str, Any] | None, list[int]]:

@@ -193,6 +193,17 @@ def test_a_job_the_server_cannot_serve_runs_in_its_own_process(
     ]
 
 
+def test_a_request_larger_than_the_socket_buffer_arrives_whole(server: jobserver.Handle) -> None:
+    """A big environment (here 3 x 100 kB) reaches the server in several reads."""
+    seen = len(server_lines(server))
+    big = {f"MGRPO_TEST_BIG_{i}": "x" * 100_000 for i in range(3)}
+    done = subprocess.run(
+        [*MGRPO, "eval", "--help"], env=job_env(server, **big), capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "usage: mgrpo eval" in done.stdout, done.stderr
+    assert any(re.search(r"job \d+: exit 0 ", line) for line in server_lines(server, seen))
+
+
 def test_a_job_with_a_closed_stdin_runs_in_its_own_process(server: jobserver.Handle) -> None:
     """Its descriptors cannot all be handed over: it must not fail for that."""
     seen = len(server_lines(server))
