@@ -99,7 +99,8 @@ def _send(conn: socket.socket, message: dict[str, Any], fds: Sequence[int] = ())
     if fds:  # the descriptors travel with the first bytes (a signal may cut a send short)
         rights = array.array("i", fds).tobytes()
         sent = conn.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
-    conn.sendall(data[sent:])
+    if sent < len(data):  # nothing more to send must send nothing: the peer may have closed
+        conn.sendall(data[sent:])
 
 
 def _receive(conn: socket.socket, with_fds: int = 0) -> tuple[dict[str, Any] | None, list[int]]:
@@ -306,31 +307,35 @@ def _accept(
     started_with: dict[str, str],
     set_by_imports: dict[str, str],
 ) -> None:
+    """Take one request: refuse it, or fork its job. A client that has gone (killed while it
+    asked) or sent garbage costs only its own request, never the server."""
     conn, _ = listener.accept()
-    request, fds = _receive(conn, with_fds=3)
-    if request is None or len(fds) != 3:
+    fds: list[int] = []
+    try:
+        request, fds = _receive(conn, with_fds=3)
+        if request is None or len(fds) != 3:
+            return
+        why = _why_not(request, started_with)
+        if why:
+            print(f"runs in its own process ({why}): {request['argv'][:1]}", file=log, flush=True)
+            _send(conn, {"why": why})
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _child(request, fds, conn, run, inherited, set_by_imports)
+        # A job whose client is already gone notices it too and ends itself: reaped below.
+        jobs[pid] = _Job(conn, request["argv"], time.monotonic())
+        print(f"job {pid}: mgrpo {' '.join(request['argv'][:1])}", file=log, flush=True)
+        _send(conn, {"pid": pid})
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        print(f"a request failed: {err!r}", file=log, flush=True)
+    finally:
         for fd in fds:
             os.close(fd)
-        conn.close()
-        return
-    why = _why_not(request, started_with)
-    if why:
-        print(f"runs in its own process ({why}): {request['argv'][:1]}", file=log, flush=True)
-        _send(conn, {"why": why})
-        for fd in fds:
-            os.close(fd)
-        conn.close()
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        _child(request, fds, conn, run, inherited, set_by_imports)
-    for fd in fds:
-        os.close(fd)
-    _send(conn, {"pid": pid})
-    jobs[pid] = _Job(conn, request["argv"], time.monotonic())
-    print(f"job {pid}: mgrpo {' '.join(request['argv'][:1])}", file=log, flush=True)
+        if not any(job.conn is conn for job in jobs.values()):
+            conn.close()
 
 
 def _reap(jobs: dict[int, _Job], log: Any) -> None:

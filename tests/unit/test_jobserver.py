@@ -204,6 +204,25 @@ def test_a_request_larger_than_the_socket_buffer_arrives_whole(server: jobserver
     assert any(re.search(r"job \d+: exit 0 ", line) for line in server_lines(server, seen))
 
 
+def test_a_broken_request_costs_the_server_nothing(server: jobserver.Handle) -> None:
+    """Garbage, a request without its descriptors, a client gone before the answer: the
+    server goes on serving."""
+    import array
+    import socket
+
+    server_lines(server)
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]).tobytes())]
+    for message, ancillary in ((b"{not json\n", rights), (b'{"argv": ["eval"]}\n', [])):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(server.socket))
+            conn.sendmsg([message], ancillary)
+            assert conn.recv(100) == b""  # closed, no answer
+    seen = len(server_lines(server))
+    done = subprocess.run([*MGRPO, "eval", "--help"], env=job_env(server), capture_output=True)
+    assert done.returncode == 0
+    assert any(re.search(r"job \d+: exit 0 ", line) for line in server_lines(server, seen))
+
+
 def test_a_job_with_a_closed_stdin_runs_in_its_own_process(server: jobserver.Handle) -> None:
     """Its descriptors cannot all be handed over: it must not fail for that."""
     seen = len(server_lines(server))
