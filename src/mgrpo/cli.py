@@ -273,12 +273,11 @@ def main(argv: list[str] | None = None) -> None:
     """``mgrpo ...``: on the workflow's job server when one serves this command, else here."""
     argv = sys.argv[1:] if argv is None else list(argv)
     _library_switches()
-    if os.environ.get("MGRPO_JOB_SERVER"):
-        from mgrpo.jobserver import run_on_server
+    from mgrpo.jobserver import run_on_server  # standard library only: cheap
 
-        code = run_on_server(argv)
-        if code is not None:
-            raise SystemExit(code)
+    code = run_on_server(argv)  # None: no server serves this command here
+    if code is not None:
+        raise SystemExit(code)
     run(argv)
 
 
