@@ -140,6 +140,53 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp_min(0)
 
 
+# Decoder-only models whose layers take the rotary embeddings and the attention mask from the
+# caller (transformers' Llama family). Others are decoded through their own forward.
+_STEPPABLE_MODEL_TYPES = frozenset({"llama", "qwen2", "qwen3"})
+
+
+def one_token_decoder(model: Any) -> Any | None:
+    """A function for one decoding step of ``model``, or None where only its forward will do.
+
+    One step of a small model is mostly the model's own bookkeeping (building a 4-D mask, output
+    records) around a few small matrix products: on the toy model the outer forward is a sixth of
+    each step. For an SDPA model whose every layer attends fully, the mask of a one-token query is
+    just the padding mask, so the step can call the model's own embedding, rotary embedding,
+    layers, norm and head with the mask transformers itself would build (None when nothing is
+    padded, as transformers' ``_ignore_causal_mask_sdpa`` decides): the same operations on the
+    same tensors, so the logits are bit-identical to ``model(...)``'s (tested).
+    """
+    config = model.config
+    inner = getattr(model, "model", None)
+    if (
+        config.model_type not in _STEPPABLE_MODEL_TYPES
+        or getattr(config, "_attn_implementation", None) != "sdpa"
+        or any(t != "full_attention" for t in getattr(config, "layer_types", None) or [])
+        or getattr(config, "use_sliding_window", False)
+        or inner is None
+        or not hasattr(model, "lm_head")
+    ):
+        return None
+
+    def step(
+        input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
+        hidden = inner.embed_tokens(input_ids)
+        rotary = inner.rotary_emb(hidden, position_ids)
+        mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
+        for layer in inner.layers:
+            hidden = layer(
+                hidden,
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                position_embeddings=rotary,
+            )
+        return model.lm_head(inner.norm(hidden))[:, -1]
+
+    return step
+
+
 @torch.inference_mode()
 def sample(
     model: Any,
@@ -174,18 +221,22 @@ def sample(
     certainty_sum = torch.zeros(batch, device=device) if self_certainty else None
     active = torch.arange(batch, device=device)  # original row of each row still decoding
     cache = DynamicCache()
+    decode_step = one_token_decoder(model)
     mask, step_ids, step_pos = prompt_mask, ids, _positions(prompt_mask)
     with autocast(device):
         for t in range(max_new_tokens):
-            out = model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=step_pos,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            logits = out.logits[:, -1].float()
+            if t > 0 and decode_step is not None:
+                logits = decode_step(step_ids, mask, step_pos, cache).float()
+            else:  # the prompt (causal and padded: the model builds its mask), or any model
+                out = model(
+                    input_ids=step_ids,
+                    attention_mask=mask,
+                    position_ids=step_pos,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                logits = out.logits[:, -1].float()
             if temperature > 0:
                 logits = logits / temperature
                 probs = torch.softmax(logits, dim=-1)

@@ -146,3 +146,98 @@ def test_sampler_measures_what_scoring_measures(model_and_prompts) -> None:
     assert lean.gen_self_certainty is None
     both = lm.concat_batches([full, lean], tokenizer.pad_token_id)
     assert both.gen_self_certainty is None and len(both.select([0, len(both) - 1])) == 2
+
+
+def model_steps(model, prompts, pad_id: int, tokens: torch.Tensor, decoder=None) -> list:
+    """Logits of the prompt's next token, then of each of ``tokens``' columns fed in turn, with a
+    KV cache: through ``decoder`` (after the prompt) if given, else the model's own forward."""
+    from transformers import DynamicCache
+
+    ids, mask = lm.left_pad(prompts, pad_id, torch.device("cpu"))
+    cache, pos, logits = DynamicCache(), lm._positions(mask), []
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache)
+        logits.append(out.logits[:, -1])
+        pos = pos[:, -1:]
+        for column in tokens.T:
+            mask, pos = torch.cat([mask, torch.ones_like(mask[:, :1])], 1), pos + 1
+            if decoder is not None:
+                logits.append(decoder(column[:, None], mask, pos, cache))
+            else:
+                out = model(
+                    input_ids=column[:, None],
+                    attention_mask=mask,
+                    position_ids=pos,
+                    past_key_values=cache,
+                )
+                logits.append(out.logits[:, -1])
+    return logits
+
+
+def uneven(prompts: list[list[int]]) -> list[list[int]]:
+    """Prompts of three different lengths (left padding to mask), whatever the toy's lengths."""
+    rows = [prompts[0], prompts[1][2:], prompts[2][5:]]
+    assert len({len(r) for r in rows}) == 3
+    return rows
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("padded", [True, False])
+@pytest.mark.parametrize("family", ["qwen3 (toy)", "llama"])
+def test_the_one_token_decoder_gives_the_models_own_logits_bit_for_bit(
+    model_and_prompts, family: str, padded: bool
+) -> None:
+    """Unpadded rows must skip the mask as transformers does; padded rows must keep it."""
+    model, tokenizer, prompts = model_and_prompts
+    prompts = uneven(prompts)
+    if family == "llama":
+        model, prompts = tiny_llama(), [[3, 4, 5, 6, 7], [8, 9], [10, 11, 12]]
+    if not padded:
+        prompts = [prompts[0]] * 3
+    decoder = lm.one_token_decoder(model)
+    assert decoder is not None
+    tokens = torch.randint(2, 60, (len(prompts), 6), generator=torch.Generator().manual_seed(0))
+    own = model_steps(model, prompts, tokenizer.pad_token_id, tokens)
+    stepped = model_steps(model, prompts, tokenizer.pad_token_id, tokens, decoder)
+    for a, b in zip(own, stepped, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_sampling_without_the_one_token_decoder_draws_the_same_rollouts(
+    model_and_prompts, monkeypatch
+) -> None:
+    model, tokenizer, prompts = model_and_prompts
+    prompts = uneven(prompts)
+    stepped = draw(model, tokenizer, prompts, 7, max_new=20)
+    monkeypatch.setattr(lm, "one_token_decoder", lambda model: None)
+    own = draw(model, tokenizer, prompts, 7, max_new=20)
+    assert torch.equal(stepped.input_ids, own.input_ids)
+    assert torch.equal(stepped.gen_entropy, own.gen_entropy)
+    assert torch.equal(stepped.gen_self_certainty, own.gen_self_certainty)
+
+
+def test_models_the_one_token_decoder_cannot_step_use_their_own_forward() -> None:
+    model = tiny_llama()
+    model.config._attn_implementation = "eager"  # its mask is additive, not the padding mask
+    assert lm.one_token_decoder(model) is None
+    model = tiny_llama()
+    model.config.layer_types = ["full_attention", "sliding_attention"]
+    assert lm.one_token_decoder(model) is None
+    model = tiny_llama()
+    model.config.model_type = "gemma"
+    assert lm.one_token_decoder(model) is None
