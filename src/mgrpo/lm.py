@@ -169,7 +169,10 @@ def one_token_decoder(model: Any) -> Any | None:
         return None
 
     def step(
-        input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: Any,
     ) -> torch.Tensor:
         hidden = inner.embed_tokens(input_ids)
         rotary = inner.rotary_emb(hidden, position_ids)
@@ -314,21 +317,67 @@ def micro_batches(n: int, size: int) -> Iterator[slice]:
 
 
 def response_logits(
-    model: Any, batch: RolloutBatch, rows: slice, temperature: float
+    model: Any,
+    batch: RolloutBatch,
+    rows: slice,
+    temperature: float,
+    *,
+    share_prompts: bool = True,
 ) -> torch.Tensor:
-    """Temperature-scaled fp32 logits predicting each response token: ``(b, T, V)``."""
+    """Temperature-scaled fp32 logits predicting each response token: ``(b, T, V)``.
+
+    Rollouts of one prompt (a step's M, or N) begin with the same tokens, whose hidden states do
+    not depend on the response: with ``share_prompts`` the prompt part runs once per distinct
+    prompt, and every response of it attends to those keys and values through a KV cache that
+    keeps their gradients. On the toy step that is a quarter of the update's forward and backward
+    (docs/architecture.md); the result equals the one long pass up to floating-point order
+    (tested). ``share_prompts=False`` is that one pass.
+    """
     ids = batch.input_ids[rows]
     mask = batch.attention_mask[rows]
     width = batch.responses.shape[1]
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=_positions(mask),
-        use_cache=False,
-        logits_to_keep=width + 1,
-    )
-    logits = out.logits[:, :-1].float()
+    if share_prompts:
+        logits = _shared_prompt_logits(model, ids, mask, batch.prompt_len)
+    else:
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=_positions(mask),
+            use_cache=False,
+            logits_to_keep=width + 1,
+        )
+        logits = out.logits[:, :-1]
+    logits = logits.float()
     return logits / temperature if temperature > 0 else logits
+
+
+def _shared_prompt_logits(
+    model: Any, ids: torch.Tensor, mask: torch.Tensor, prompt_len: int
+) -> torch.Tensor:
+    from transformers import DynamicCache
+
+    # A prompt is its tokens *and* its padding (a pad id may also be a real token).
+    prompt_rows = torch.cat([ids[:, :prompt_len], mask[:, :prompt_len]], dim=1)
+    distinct, row_prompt = torch.unique(prompt_rows, dim=0, return_inverse=True)
+    prompt_ids, prompt_mask = distinct[:, :prompt_len], distinct[:, prompt_len:]
+    cache = DynamicCache()
+    prompt_out = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=_positions(prompt_mask),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,  # the last prompt position predicts the first response token
+    )
+    cache.batch_select_indices(row_prompt)  # indexing: gradients flow back to the prompt pass
+    response_out = model(
+        input_ids=ids[:, prompt_len:],
+        attention_mask=mask,
+        position_ids=_positions(mask)[:, prompt_len:],
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return torch.cat([prompt_out.logits[row_prompt], response_out.logits[:, :-1]], dim=1)
 
 
 def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

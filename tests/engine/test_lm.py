@@ -176,9 +176,8 @@ def model_steps(model, prompts, pad_id: int, tokens: torch.Tensor, decoder=None)
 
 def uneven(prompts: list[list[int]]) -> list[list[int]]:
     """Prompts of three different lengths (left padding to mask), whatever the toy's lengths."""
-    rows = [prompts[0], prompts[1][2:], prompts[2][5:]]
-    assert len({len(r) for r in rows}) == 3
-    return rows
+    shortest = min(len(p) for p in prompts[:3])
+    return [prompts[0][-shortest:], prompts[1][2 - shortest :], prompts[2][5 - shortest :]]
 
 
 def tiny_llama():
@@ -241,3 +240,66 @@ def test_models_the_one_token_decoder_cannot_step_use_their_own_forward() -> Non
     model = tiny_llama()
     model.config.model_type = "gemma"
     assert lm.one_token_decoder(model) is None
+
+
+def rollouts(prompts: list[list[int]], responses: list[list[int]], pad: int) -> lm.RolloutBatch:
+    """Rows in the engine's layout from given prompts and responses (no sampling)."""
+    p_ids, p_mask = lm.left_pad(prompts, pad, torch.device("cpu"))
+    width = max(len(r) for r in responses)
+    r_ids = torch.full((len(responses), width), pad)
+    r_mask = torch.zeros((len(responses), width), dtype=torch.bool)
+    for i, r in enumerate(responses):
+        r_ids[i, : len(r)], r_mask[i, : len(r)] = torch.tensor(r), True
+    return lm.RolloutBatch(
+        input_ids=torch.cat([p_ids, r_ids], 1),
+        attention_mask=torch.cat([p_mask, r_mask.long()], 1),
+        response_mask=r_mask,
+        prompt_len=p_ids.shape[1],
+        gen_entropy=torch.zeros(len(responses)),
+        gen_self_certainty=None,
+    )
+
+
+def logits_and_gradients(model, batch: lm.RolloutBatch, share: bool):
+    model.zero_grad(set_to_none=True)
+    logits = lm.response_logits(model, batch, slice(None), 1.1, share_prompts=share)
+    log_prob = lm.token_log_probs(logits, batch.responses)
+    (log_prob * batch.response_mask).sum().backward()
+    return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize(
+    "layout", ["rollouts of three prompts, interleaved", "same tokens, other padding"]
+)
+def test_rollouts_of_one_prompt_share_its_pass_with_the_same_logits_and_gradients(
+    model_and_prompts, layout: str
+) -> None:
+    """Shared or not, the same numbers up to float order: a row given another row's prompt,
+    a shifted position or a lost first logit are far outside the tolerance."""
+    model, tokenizer, prompts = model_and_prompts
+    pad = tokenizer.pad_token_id
+    model.requires_grad_(True)
+    try:
+        if layout.startswith("rollouts"):
+            rows = uneven(prompts) * 3
+        else:  # the same ids, but the first token is padding in one row and real in the other
+            rows = [[pad, *prompts[0]], [pad, *prompts[0]], prompts[0]]
+        g = torch.Generator().manual_seed(0)
+        responses = [
+            torch.randint(
+                2, 60, (int(torch.randint(3, 12, (1,), generator=g)),), generator=g
+            ).tolist()
+            for _ in rows
+        ]
+        batch = rollouts(rows, responses, pad)
+        if not layout.startswith("rollouts"):
+            batch.attention_mask[1, 0] = 0  # row 1: `pad` is padding; row 0: a real token
+        plain_logits, plain_grads = logits_and_gradients(model, batch, share=False)
+        shared_logits, shared_grads = logits_and_gradients(model, batch, share=True)
+    finally:
+        model.requires_grad_(False)
+        model.zero_grad(set_to_none=True)
+    mask = batch.response_mask
+    assert torch.allclose(shared_logits[mask], plain_logits[mask], atol=1e-4)
+    for shared, plain in zip(shared_grads, plain_grads, strict=True):
+        assert (shared - plain).norm() <= 1e-5 * plain.norm()

@@ -125,7 +125,8 @@ def slurm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     path, state = slurm_path(tmp, checkout)
     (state / "fail-once").write_text("eval_base_model\n")
     run(checkout, "--profile", "slurm", "--configfile", "paper-like.yaml",
-        "--slurm-init-seconds-before-status-checks", "1", path=path)  # fmt: skip
+        "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
+        path=path)  # fmt: skip
     return checkout, state
 
 

@@ -97,7 +97,9 @@ def warm_start(
             for i in idx
         ]
         batch = supervised_batch(tokenizer, [questions[i] for i in idx], targets, device)
-        logits = response_logits(model, batch, slice(None), temperature=1.0)
+        # Distinct draws, not groups of rollouts: one plain pass (and the base model stays the
+        # one the toy task was tuned on, bit for bit).
+        logits = response_logits(model, batch, slice(None), temperature=1.0, share_prompts=False)
         log_prob = token_log_probs(logits, batch.responses)
         mask = batch.response_mask.float()
         loss = -(log_prob * mask).sum() / mask.sum()
