@@ -148,13 +148,14 @@ _STEPPABLE_MODEL_TYPES = frozenset({"llama", "qwen2", "qwen3"})
 def one_token_decoder(model: Any) -> Any | None:
     """A function for one decoding step of ``model``, or None where only its forward will do.
 
-    One step of a small model is mostly the model's own bookkeeping (building a 4-D mask, output
-    records) around a few small matrix products: on the toy model the outer forward is a sixth of
-    each step. For an SDPA model whose every layer attends fully, the mask of a one-token query is
-    just the padding mask, so the step can call the model's own embedding, rotary embedding,
-    layers, norm and head with the mask transformers itself would build (None when nothing is
-    padded, as transformers' ``_ignore_causal_mask_sdpa`` decides): the same operations on the
-    same tensors, so the logits are bit-identical to ``model(...)``'s (tested).
+    One step of a small model is much bookkeeping (building a 4-D mask, output records) around
+    a few small matrix products: on the toy model the outer forward is a seventh of a decoding
+    step (2.3 -> 2.0 ms for 48 rows). For an SDPA model whose every layer attends fully, the
+    mask of a one-token query is just the padding mask, so the step can call the model's own
+    embedding, rotary embedding, layers, norm and head with the mask transformers itself would
+    build (None when nothing is padded, as transformers' ``_ignore_causal_mask_sdpa`` decides,
+    which lets SDPA pick its fastest kernel on a GPU): the same operations on the same tensors,
+    so the logits are bit-identical to ``model(...)``'s (tested).
     """
     config = model.config
     inner = getattr(model, "model", None)
