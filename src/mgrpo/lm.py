@@ -332,12 +332,15 @@ def response_logits(
     prompt, and every response of it attends to those keys and values through a KV cache that
     keeps their gradients. On the toy step that is a quarter of the update's forward and backward
     (docs/architecture.md); the result equals the one long pass up to floating-point order
-    (tested). ``share_prompts=False`` is that one pass.
+    (tested). ``share_prompts=False`` is that one pass, and so is a model training with gradient
+    checkpointing: transformers then drops a layer's KV cache, and the responses would not see
+    their prompt.
     """
     ids = batch.input_ids[rows]
     mask = batch.attention_mask[rows]
     width = batch.responses.shape[1]
-    if share_prompts:
+    checkpointing = getattr(model, "is_gradient_checkpointing", False) and model.training
+    if share_prompts and not checkpointing:
         logits = _shared_prompt_logits(model, ids, mask, batch.prompt_len)
     else:
         out = model(

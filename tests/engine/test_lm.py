@@ -303,3 +303,14 @@ def test_rollouts_of_one_prompt_share_its_pass_with_the_same_logits_and_gradient
     assert torch.allclose(shared_logits[mask], plain_logits[mask], atol=1e-4)
     for shared, plain in zip(shared_grads, plain_grads, strict=True):
         assert (shared - plain).norm() <= 1e-5 * plain.norm()
+
+
+def test_a_model_training_with_gradient_checkpointing_is_scored_in_one_pass() -> None:
+    """Checkpointed layers drop the KV cache in training: sharing the prompt would lose it."""
+    model = tiny_llama()
+    model.gradient_checkpointing_enable()
+    model.train()
+    batch = rollouts([[3, 4, 5, 6], [3, 4, 5, 6], [7, 8]], [[9, 10, 11], [12, 13], [14]], pad=0)
+    shared = lm.response_logits(model, batch, slice(None), 1.0)
+    plain = lm.response_logits(model, batch, slice(None), 1.0, share_prompts=False)
+    assert torch.allclose(shared[batch.response_mask], plain[batch.response_mask], atol=1e-4)
