@@ -136,6 +136,34 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device):
     return ids.to(device), mask.to(device)
 
 
+def token_rows(
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    pad_id: int,
+    device: torch.device,
+) -> RolloutBatch:
+    """Given prompts and responses (token ids) in the row layout of sampled ones.
+
+    Nothing was sampled, so the sampler's per-row means (entropy, self-certainty) are zeros.
+    """
+    p_ids, p_mask = left_pad(prompts, pad_id, device)
+    width = max(len(r) for r in responses)
+    r_ids = torch.full((len(responses), width), pad_id, dtype=torch.long)
+    r_mask = torch.zeros((len(responses), width), dtype=torch.bool)
+    for i, r in enumerate(responses):
+        r_ids[i, : len(r)] = torch.tensor(r)
+        r_mask[i, : len(r)] = True
+    r_ids, r_mask = r_ids.to(device), r_mask.to(device)
+    return RolloutBatch(
+        input_ids=torch.cat([p_ids, r_ids], dim=1),
+        attention_mask=torch.cat([p_mask, r_mask.long()], dim=1),
+        response_mask=r_mask,
+        prompt_len=p_ids.shape[1],
+        gen_entropy=torch.zeros(len(responses), device=device),
+        gen_self_certainty=torch.zeros(len(responses), device=device),
+    )
+
+
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp_min(0)
 

@@ -242,24 +242,6 @@ def test_models_the_one_token_decoder_cannot_step_use_their_own_forward() -> Non
     assert lm.one_token_decoder(model) is None
 
 
-def rollouts(prompts: list[list[int]], responses: list[list[int]], pad: int) -> lm.RolloutBatch:
-    """Rows in the engine's layout from given prompts and responses (no sampling)."""
-    p_ids, p_mask = lm.left_pad(prompts, pad, torch.device("cpu"))
-    width = max(len(r) for r in responses)
-    r_ids = torch.full((len(responses), width), pad)
-    r_mask = torch.zeros((len(responses), width), dtype=torch.bool)
-    for i, r in enumerate(responses):
-        r_ids[i, : len(r)], r_mask[i, : len(r)] = torch.tensor(r), True
-    return lm.RolloutBatch(
-        input_ids=torch.cat([p_ids, r_ids], 1),
-        attention_mask=torch.cat([p_mask, r_mask.long()], 1),
-        response_mask=r_mask,
-        prompt_len=p_ids.shape[1],
-        gen_entropy=torch.zeros(len(responses)),
-        gen_self_certainty=None,
-    )
-
-
 def logits_and_gradients(model, batch: lm.RolloutBatch, share: bool):
     model.zero_grad(set_to_none=True)
     logits = lm.response_logits(model, batch, slice(None), 1.1, share_prompts=share)
@@ -291,7 +273,7 @@ def test_rollouts_of_one_prompt_share_its_pass_with_the_same_logits_and_gradient
             ).tolist()
             for _ in rows
         ]
-        batch = rollouts(rows, responses, pad)
+        batch = lm.token_rows(rows, responses, pad, torch.device("cpu"))
         if not layout.startswith("rollouts"):
             batch.attention_mask[1, 0] = 0  # row 1: `pad` is padding; row 0: a real token
         plain_logits, plain_grads = logits_and_gradients(model, batch, share=False)
@@ -310,7 +292,8 @@ def test_a_model_training_with_gradient_checkpointing_is_scored_in_one_pass() ->
     model = tiny_llama()
     model.gradient_checkpointing_enable()
     model.train()
-    batch = rollouts([[3, 4, 5, 6], [3, 4, 5, 6], [7, 8]], [[9, 10, 11], [12, 13], [14]], pad=0)
+    prompts, responses = [[3, 4, 5, 6], [3, 4, 5, 6], [7, 8]], [[9, 10, 11], [12, 13], [14]]
+    batch = lm.token_rows(prompts, responses, 0, torch.device("cpu"))
     shared = lm.response_logits(model, batch, slice(None), 1.0)
     plain = lm.response_logits(model, batch, slice(None), 1.0, share_prompts=False)
     assert torch.allclose(shared[batch.response_mask], plain[batch.response_mask], atol=1e-4)

@@ -17,9 +17,9 @@ import torch
 from mgrpo.lm import (
     RolloutBatch,
     encode_prompts,
-    left_pad,
     response_logits,
     token_log_probs,
+    token_rows,
 )
 from mgrpo.progress import progress
 from mgrpo.toy.problems import perturb_answer
@@ -34,22 +34,7 @@ def supervised_batch(
         tokenizer(s, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         for s in solutions
     ]
-    p_ids, p_mask = left_pad(prompts, tokenizer.pad_token_id, device)
-    width = max(len(r) for r in responses)
-    r_ids = torch.full((len(responses), width), tokenizer.pad_token_id, dtype=torch.long)
-    r_mask = torch.zeros((len(responses), width), dtype=torch.bool)
-    for i, r in enumerate(responses):
-        r_ids[i, : len(r)] = torch.tensor(r)
-        r_mask[i, : len(r)] = True
-    r_ids, r_mask = r_ids.to(device), r_mask.to(device)
-    return RolloutBatch(
-        input_ids=torch.cat([p_ids, r_ids], dim=1),
-        attention_mask=torch.cat([p_mask, r_mask.long()], dim=1),
-        response_mask=r_mask,
-        prompt_len=p_ids.shape[1],
-        gen_entropy=torch.zeros(len(responses), device=device),
-        gen_self_certainty=torch.zeros(len(responses), device=device),
-    )
+    return token_rows(prompts, responses, tokenizer.pad_token_id, device)
 
 
 def warm_start(
