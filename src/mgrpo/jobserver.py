@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import importlib
 import json
 import os
 import random
@@ -76,6 +77,19 @@ def import_time_env(env: dict[str, str]) -> dict[str, str]:
     }
 
 
+# What training and evaluation jobs import on first use (transformers' lazy modules among them):
+# 0.5-1 s of each served job otherwise. tests/unit/test_job_imports.py checks that none is missed.
+FIRST_USE_MODULES = (
+    "jsonschema",  # settings validation
+    "math_verify",  # answer equivalence
+    "pyarrow.dataset",  # parquet reads
+    "pyarrow.parquet",  # parquet writes
+    "transformers.modeling_layers",  # every decoder model, and transformers.modeling_utils
+    "transformers.processing_utils",  # AutoTokenizer.from_pretrained
+    "torch.utils.tensorboard",  # training curves
+)
+
+
 def preload() -> None:
     """Import what training and evaluation jobs import, without running anything: no thread
     may exist when the server forks (OpenMP's pool, in particular, starts at first use)."""
@@ -90,6 +104,9 @@ def preload() -> None:
     import_transformers_models()
     import transformers  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache  # noqa: F401
+
+    for module in FIRST_USE_MODULES:
+        importlib.import_module(module)
 
 
 # ------------------------------------------------------------------------------ messages

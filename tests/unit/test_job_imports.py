@@ -92,30 +92,77 @@ def test_data_and_report_jobs_load_no_model_library(toy_dir: Path, tmp_path: Pat
     assert (tmp_path / "figures").is_dir() and (tmp_path / "step0.json").exists()
 
 
-def test_training_and_evaluation_jobs_skip_what_transformers_imports_unused(
-    toy_dir: Path, tmp_path: Path
-) -> None:
+def train_job(toy_dir: Path, out: Path) -> list[str]:
+    """A one-step training chunk of the tiny toy model, writing under ``out``."""
     settings = run_settings("run", steps=1, chunk_steps=1)
-    out = tmp_path / "run"
-    train = [
+    return [
         *("train", "--settings", settings.to_json(), "--base-model", str(toy_dir / "model")),
         *("--train-data", str(toy_dir / "data" / "train.parquet"), "--start=0", "--end=1"),
         *("--init", str(toy_dir / "model"), "--checkpoint", str(out / "step1")),
         *("--metrics", str(out / "m.jsonl"), "--rollouts", str(out / "r.parquet")),
         *("--resume-dir", str(out / "resume"), "--tensorboard", str(out / "tensorboard")),
     ]
-    watched = (*MODEL_PACKAGES, *UNUSED_BY_MODEL_JOBS)
-    assert loaded_by(train, tmp_path, watched) == ["torch", "transformers"]
+
+
+def eval_job(toy_dir: Path, model: Path, out: Path) -> list[str]:
+    """An evaluation of ``model`` on the tiny toy's test split, writing under ``out``."""
     spec = json.dumps(
         eval_spec({"source": "toy", "split": "test", "max_new_tokens": 8}, backend="local")
     )
-    evaluate = [
-        *("eval", "--spec", spec, "--model", str(out / "step1" / "policy")),
+    return [
+        *("eval", "--spec", spec, "--model", str(model)),
         *("--problems", str(toy_dir / "data" / "test.parquet")),
-        *("--out", str(tmp_path / "e.json"), "--records", str(tmp_path / "e.parquet")),
+        *("--out", str(out / "e.json"), "--records", str(out / "e.parquet")),
         *("--run", "run", "--step", "1", "--benchmark", "test"),
+        *("--tensorboard", str(out / "tensorboard")),
     ]
+
+
+def test_training_and_evaluation_jobs_skip_what_transformers_imports_unused(
+    toy_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    watched = (*MODEL_PACKAGES, *UNUSED_BY_MODEL_JOBS)
+    train = train_job(toy_dir, out)
+    assert loaded_by(train, tmp_path, watched) == ["torch", "transformers"]
+    evaluate = eval_job(toy_dir, out / "step1" / "policy", tmp_path)
     assert loaded_by(evaluate, tmp_path, watched) == ["torch", "transformers"]
+
+
+# Libraries whose modules, imported on first use, cost a job start 0.8 s in all (transformers'
+# lazy modeling and processing modules, TensorBoard's writer, math-verify, jsonschema, pyarrow).
+PRELOADED_PACKAGES = ("transformers", "tensorboard", "math_verify", "jsonschema", "pyarrow")
+
+
+def test_served_jobs_find_the_libraries_they_use_already_imported(
+    toy_dir: Path, tmp_path: Path
+) -> None:
+    """The job server's preload imports what training and evaluation jobs import on first use,
+    or every served job pays for it again. Catches a module the preload misses (a model
+    family's own module excepted: which one depends on the checkpoint)."""
+    out = tmp_path / "run"
+    code = (
+        "import json, sys\n"
+        "from mgrpo.jobserver import preload\n"
+        "preload()\n"
+        "from mgrpo.cli import main\n"
+        "before = set(sys.modules)\n"
+        f"main({train_job(toy_dir, out)!r})\n"
+        f"main({eval_job(toy_dir, out / 'step1' / 'policy', tmp_path)!r})\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "transformers.models.qwen3.modeling_qwen3" in imported  # the jobs did load a model
+    missed = [
+        name
+        for name in imported
+        if name.split(".")[0] in PRELOADED_PACKAGES and not name.startswith("transformers.models.")
+    ]
+    assert missed == []
 
 
 def test_deferred_functions_are_the_real_ones_when_called() -> None:
