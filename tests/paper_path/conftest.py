@@ -18,15 +18,19 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from mgrpo.vllm_sockets import DIRECTORY_PREFIX
 
 # Collected only where the CPU paper-path environment is (make test-paper-path): the main
 # environment has no vLLM, and `make test` neither runs nor skips these tests.
@@ -35,6 +39,7 @@ collect_ignore_glob = [] if importlib.util.find_spec("vllm") else ["test_*.py"]
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "verl-cpu.yaml"
 SNAKEFILE = REPO / "workflow" / "Snakefile"
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 KILLED_RUN, KILLED_STEP = "mgrpo_iqr", 3  # killed in its second chunk (steps 3-4), after step 3
 
 
@@ -43,6 +48,7 @@ class CpuRun:
     workdir: Path  # the workflow's directory (results/ inside)
     kept: Path  # what the killed chunk had written at its kill: verl/global_step_3, records/
     config: dict
+    vllm_sockets_left: list[str] | None  # vLLM sockets the README's command left in the temp dir
 
     @property
     def results(self) -> Path:
@@ -156,7 +162,10 @@ def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> CpuRun:
     previous = os.environ.get("MGRPO_PAPER_PATH_RUN")
     if previous:
         return CpuRun(
-            workdir=Path(previous) / "workflow", kept=Path(previous) / "kept", config=config
+            workdir=Path(previous) / "workflow",
+            kept=Path(previous) / "kept",
+            config=config,
+            vllm_sockets_left=None,
         )
     root = tmp_path_factory.mktemp("paper_path")
     workdir, kept = root / "workflow", root / "kept"
@@ -164,12 +173,29 @@ def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> CpuRun:
     kept.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     # The killed job's vLLM processes leave their shared memory: removed with the run's own.
+    before_kill = vllm_leftovers()
     with cpu.shared_memory_cleanup():
         kill_chunk_after_state(workdir, env, kept)
+        # The killed job's vLLM sockets stay with it (its exit handlers never ran): removed here.
+        for left in vllm_leftovers() - before_kill:
+            if left.is_dir():
+                shutil.rmtree(left)
+            else:
+                left.unlink()
+        before = vllm_leftovers()
         with (workdir / "workflow.log").open("w") as log:
             done = subprocess.run(
                 snakemake(workdir), env=env, stdout=log, stderr=subprocess.STDOUT, timeout=3000
             )
+        left = sorted(str(p) for p in vllm_leftovers() - before)
         if done.returncode != 0:
             pytest.fail("the workflow failed:\n" + failure_report(workdir / "workflow.log"))
-    return CpuRun(workdir=workdir, kept=kept, config=config)
+    return CpuRun(workdir=workdir, kept=kept, config=config, vllm_sockets_left=left)
+
+
+def vllm_leftovers() -> set[Path]:
+    """What vLLM leaves in the temporary directory: sockets named by a UUID (its default
+    ``VLLM_RPC_BASE_PATH``), and the jobs' own socket directories (mgrpo.vllm_sockets)."""
+    temp = Path(tempfile.gettempdir())
+    uuid_named = {p for p in temp.glob("*-*-*-*-*") if UUID.fullmatch(p.name) and p.is_socket()}
+    return uuid_named | set(temp.glob(f"{DIRECTORY_PREFIX}*"))

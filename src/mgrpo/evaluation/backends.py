@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mgrpo.progress import progress, progress_factory
+from mgrpo.vllm_sockets import private_rpc_directory
 
 BACKENDS = ("auto", "local", "vllm")
 
@@ -230,6 +231,7 @@ class VllmBackend:
         self, prompts: Sequence[Sequence[int]], sampling: Sampling
     ) -> list[list[Completion]]:
         if self._params_class is None or self._llm_class is None:
+            private_rpc_directory()
             import vllm  # GPU nodes only
 
             self._llm_class = self._llm_class or vllm.LLM

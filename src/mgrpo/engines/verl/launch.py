@@ -37,6 +37,7 @@ from mgrpo.run_layout import (
 )
 from mgrpo.settings import RunSettings
 from mgrpo.step_records import ChunkRecords
+from mgrpo.vllm_sockets import private_rpc_directory
 
 ENGINE = "verl"
 STATE_SUBDIR = "verl"  # the engine's resume state inside a run-layout checkpoint
@@ -107,6 +108,7 @@ def train_chunk(settings: RunSettings, start: int, end: int, paths: ChunkPaths) 
             trackers=extra_trackers(),
         )
         mark("chunk start")
+        private_rpc_directory()  # before Ray: its local workers and vLLM inherit it
         if cpu.on_cpu(settings):
             cpu.clean_shared_memory_at_exit()
         run(config)
