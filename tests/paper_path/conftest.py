@@ -172,16 +172,16 @@ def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> CpuRun:
     workdir.mkdir()
     kept.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    # The killed job's vLLM processes leave their shared memory: removed with the run's own.
     before_kill = vllm_leftovers()
+    # The killed job's vLLM processes leave their shared memory: removed with the run's own.
     with cpu.shared_memory_cleanup():
         kill_chunk_after_state(workdir, env, kept)
         # The killed job's vLLM sockets stay with it (its exit handlers never ran): removed here.
-        for left in vllm_leftovers() - before_kill:
-            if left.is_dir():
-                shutil.rmtree(left)
+        for path in vllm_leftovers() - before_kill:
+            if path.is_dir():
+                shutil.rmtree(path)
             else:
-                left.unlink()
+                path.unlink()
         before = vllm_leftovers()
         with (workdir / "workflow.log").open("w") as log:
             done = subprocess.run(
