@@ -7,6 +7,7 @@ the venv and whose ``python`` fails (see :func:`user_path`): a rule that ran wha
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -191,17 +192,20 @@ def write_config(workdir: Path, config: dict) -> None:
 
 
 def tiny_workflow_config() -> dict:
-    return {
-        **TINY_TOY,
-        "training": {
-            **TINY_TRAINING,
-            "schedule_steps": 8,  # fixed LR horizon: raising `steps` later appends chunks
-            "micro_batch_size": 8,
-        },
-        "runs": {"srt": {"method": "srt"}, "mgrpo_iqr": {"method": "mgrpo", "iqr": True}},
-        "benchmarks": {
-            "test": {"source": "toy", "split": "test", "max_new_tokens": 12},
-            "hard": {"source": "toy", "split": "hard", "max_new_tokens": 12},
-        },
-        "report": {"select_on": "test"},
-    }
+    """A new config each call: tests edit nested keys, which must not reach the next test."""
+    return copy.deepcopy(
+        {
+            **TINY_TOY,
+            "training": {
+                **TINY_TRAINING,
+                "schedule_steps": 8,  # fixed LR horizon: raising `steps` later appends chunks
+                "micro_batch_size": 8,
+            },
+            "runs": {"srt": {"method": "srt"}, "mgrpo_iqr": {"method": "mgrpo", "iqr": True}},
+            "benchmarks": {
+                "test": {"source": "toy", "split": "test", "max_new_tokens": 12},
+                "hard": {"source": "toy", "split": "hard", "max_new_tokens": 12},
+            },
+            "report": {"select_on": "test"},
+        }
+    )
