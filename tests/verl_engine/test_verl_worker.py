@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,18 @@ def test_a_dead_replica_is_named_by_the_failure(workers):
     live, dead = Server.remote(), Server.remote()
     ray.get([live.ping.remote(), dead.ping.remote()])
     ray.kill(dead)
+    # ray.kill only asks Ray to end the actor; a call made at once may still be answered (seen
+    # once in a full `make test`). A crashed vLLM server is dead before anyone probes it: wait
+    # until the killed actor's calls fail, then probe.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ray.get(dead.ping.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            break
+        except ray.exceptions.GetTimeoutError:
+            pass
+        time.sleep(0.05)
     assert _alive(live) and not _alive(dead)
     rollouts = Rollouts(trainer=None, scheme=SPLIT, momentum_replicas=[1])
     rollouts.ranks = {"a": 0, "b": 1}
